@@ -1,0 +1,19 @@
+# One image, three services: build every binary once, then pick one with the container's command.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+ARG CARGO_FEATURES=kurrentdb
+RUN cargo build --release --locked --bins \
+      -p command-api -p projector -p query-api --features "events/${CARGO_FEATURES}"
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home /data music \
+ && mkdir -p /data/media /data/audit-spool && chown -R music /data
+COPY --from=build /src/target/release/command-api /src/target/release/projector /src/target/release/query-api /usr/local/bin/
+USER music
+WORKDIR /data
+ENV MEDIA_DIR=/data/media AUDIT_SPOOL_DIR=/data/audit-spool
+CMD ["command-api"]

@@ -1,0 +1,1 @@
+//! The KurrentDB (EventStoreDB) backend. Placeholder until the backend lands.

@@ -1,0 +1,51 @@
+//! Settings more than one process takes, as clap arguments that also read the environment
+//! (`--database-url` or `DATABASE_URL`, and so on). Flattened into each binary's own arguments.
+
+use clap::Args;
+use events::store::Backend;
+
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// PostgreSQL; the database is created and migrated on start.
+    #[arg(long, env = "DATABASE_URL", default_value = migrations::DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Connections in this process's pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct NatsArgs {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Subject namespace for change notices; defaults to the database's name so stacks that
+    /// share a NATS server never hear each other.
+    #[arg(long, env = "NOTICE_NAMESPACE")]
+    pub notice_namespace: Option<String>,
+}
+
+impl NatsArgs {
+    pub fn namespace(&self, database: &DatabaseArgs) -> String {
+        self.notice_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| migrations::database_name(&database.database_url))
+            .unwrap_or_else(|| "music_share".to_owned())
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct EventStoreArgs {
+    /// `postgres` (default) or `kurrentdb`.
+    #[arg(long, env = "EVENT_STORE", default_value = "postgres")]
+    pub event_store: String,
+    /// Required when EVENT_STORE=kurrentdb, e.g. `kurrentdb://127.0.0.1:2113?tls=false`.
+    #[arg(long, env = "KURRENTDB_URL")]
+    pub kurrentdb_url: Option<String>,
+}
+
+impl EventStoreArgs {
+    pub fn backend(&self) -> Result<Backend, String> {
+        Backend::from_settings(&self.event_store, self.kurrentdb_url.as_deref())
+    }
+}

@@ -1,0 +1,261 @@
+//! [`ApiError`]: the one error type of both APIs, rendered as the envelope of the source pages.
+//!
+//! `message` is for people and stays generic; `system_message` says what went wrong in terms a
+//! developer can act on, but never carries internals (SQL, file paths, stack traces): those go to
+//! the log, under the same request id the client sees as `trace_id`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::request_id::current_request_id;
+
+/// Boxed so that `Result<T, ApiError>` stays small on the happy path.
+#[derive(Debug, Clone)]
+pub struct ApiError(Box<ErrorBody>);
+
+#[derive(Debug, Clone)]
+pub struct ErrorBody {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub kind: &'static str,
+    pub message: String,
+    pub system_message: String,
+    pub details: Map<String, Value>,
+    /// Seconds, for 429 and 503 (`Retry-After`).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        kind: &'static str,
+        message: &str,
+        system_message: impl Into<String>,
+    ) -> Self {
+        Self(Box::new(ErrorBody {
+            status,
+            code,
+            kind,
+            message: message.to_owned(),
+            system_message: system_message.into(),
+            details: Map::new(),
+            retry_after: None,
+        }))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.0.code
+    }
+
+    pub fn details(&self) -> &Map<String, Value> {
+        &self.0.details
+    }
+
+    /// 400: the request could not be parsed (malformed JSON, wrong content type, bad multipart).
+    pub fn bad_request(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "client_error",
+            "The request could not be understood.",
+            system_message,
+        )
+    }
+
+    /// 401, exactly as the source pages show it.
+    pub fn authentication_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "AUTHENTICATION_REQUIRED",
+            "authentication_error",
+            "Authentication required. Please provide a valid API key.",
+            "Missing or invalid authorization header",
+        )
+    }
+
+    /// 403: known to the caller, but not theirs to do this to (or a bad media signature).
+    pub fn forbidden(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "client_error",
+            "You do not have permission to perform this action.",
+            system_message,
+        )
+    }
+
+    /// 404: absent, not the caller's, or not the caller's organization. One answer for all, so a
+    /// stranger cannot tell which.
+    pub fn not_found(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            "client_error",
+            "The requested resource was not found.",
+            system_message,
+        )
+    }
+
+    /// 404 for every dead share link: unknown, malformed, revoked, expired or over its limit.
+    pub fn dead_share_link() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_FOUND",
+            "client_error",
+            "This share link is no longer available.",
+            "Share token invalid, revoked, or expired",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "client_error",
+            "This method is not allowed for this resource.",
+            "The path exists but does not accept this HTTP method",
+        )
+    }
+
+    pub fn payload_too_large(limit_bytes: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "client_error",
+            "The upload is too large.",
+            format!("The request body exceeds the limit of {limit_bytes} bytes"),
+        )
+        .with_detail("limit_bytes", limit_bytes)
+    }
+
+    /// 422 with one entry per invalid field: `details` maps the field to why.
+    pub fn validation(fields: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut error = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+            "client_error",
+            "The request contains invalid fields.",
+            "One or more fields failed validation",
+        );
+        for (field, reason) in fields {
+            error.0.details.insert(field, Value::String(reason));
+        }
+        error
+    }
+
+    /// 422 for a single field.
+    pub fn invalid_field(field: &str, reason: impl Into<String>) -> Self {
+        Self::validation([(field.to_owned(), reason.into())])
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT_EXCEEDED",
+            "rate_limit_error",
+            "Too many requests. Please try again later.",
+            "Share resolve rate limit exceeded for client IP",
+        );
+        error.0.retry_after = Some(retry_after_secs.max(1));
+        error
+    }
+
+    /// 503: a dependency is down. Nothing was changed; the client should retry.
+    pub fn unavailable(system_message: impl Into<String>) -> Self {
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "server_error",
+            "The service is temporarily unavailable. Please try again shortly.",
+            system_message,
+        );
+        error.0.retry_after = Some(2);
+        error
+    }
+
+    /// 500: a bug. The cause goes to the log; the client learns only the request id.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "server_error",
+            "An internal error occurred.",
+            "Internal server error",
+        )
+    }
+
+    pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.0.message = message.into();
+        self
+    }
+
+    /// The envelope, with the current request's id as `trace_id`.
+    pub fn body(&self) -> Value {
+        let e = &self.0;
+        json!({
+            "success": false,
+            "error": {
+                "code": e.code,
+                "message": e.message,
+                "system_message": e.system_message,
+                "type": e.kind,
+                "status": e.status.as_u16(),
+                "details": e.details,
+                "trace_id": current_request_id().unwrap_or_else(crate::request_id::generate),
+                "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = &self.0;
+        if e.status.is_server_error() {
+            tracing::warn!(status = e.status.as_u16(), code = e.code, system_message = %e.system_message, "request failed");
+        }
+        let mut response = (e.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = e.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<events::StoreError> for ApiError {
+    fn from(e: events::StoreError) -> Self {
+        match e {
+            events::StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "event store unavailable");
+                ApiError::unavailable("The event store is unavailable")
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if events::store::postgres::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::unavailable("The database is unavailable")
+        } else {
+            ApiError::internal(e)
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Plumbing every music-share process shares, so the three services behave alike from outside.
+//!
+//! This crate owns the error envelope of the source pages ([`ApiError`]), request ids and their
+//! propagation, JSON extraction that answers in that envelope, API-key authentication
+//! ([`auth`]), logs and metrics ([`telemetry`]), and serving with health checks and graceful
+//! shutdown ([`server`]). It must not hold product logic: no routes of its own beyond health and
+//! metrics, no knowledge of tracks, shares or read models.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod request_id;
+pub mod server;
+pub mod telemetry;
+
+pub use error::ApiError;
+pub use request_id::current_request_id;
