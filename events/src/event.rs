@@ -55,6 +55,20 @@ pub struct MediaFile {
     pub bytes: u64,
 }
 
+impl MediaFile {
+    /// Where the file lives under `MEDIA_DIR`: `ab/abcdef…` (fanned out by the hash's first
+    /// byte). `None` if `sha256` is not 64 lowercase hex, so a bad value can never name a path
+    /// outside the media directory.
+    pub fn relative_path(&self) -> Option<std::path::PathBuf> {
+        let hash = self.sha256.as_str();
+        let ok = hash.len() == 64
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ok.then(|| std::path::Path::new(&hash[..2]).join(hash))
+    }
+}
+
 /// A track was uploaded and its audio measured. Stream `track-{id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrackImported {

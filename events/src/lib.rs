@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod event;
 pub mod ids;
 pub mod licence;
+pub mod notice;
 pub mod share_token;
 pub mod store;
 mod upcast;

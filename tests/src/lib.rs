@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod db;
 pub mod nats;
 pub mod process;
+pub mod stack;
 
 /// A size for a heavy test: `MS_TEST_SCALE` (a fraction, default 1.0) times `full`, at least 1.
 pub fn scale(full: usize) -> usize {
