@@ -8,6 +8,7 @@
 pub mod conformance;
 pub mod db;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod stack;
 
