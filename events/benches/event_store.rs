@@ -5,12 +5,15 @@
 //!   the same concurrency;
 //! - `read_all` in batches over everything appended, beside one plain `SELECT` of the same rows.
 //!
-//! The ratio is what matters (goal: appends at ≥ 0.5 of pgbench). Numbers are noisy on a shared
-//! machine; run it when the machine is quiet.
+//! The ratio is what matters (goal: appends at ≥ 0.5 of pgbench). A shared machine's fsync
+//! latency and CPU drift from one second to the next, so each append measurement alternates with
+//! its baseline for several rounds and the medians are compared; read throughput is compared
+//! the same way.
 //!
 //! `cargo bench -p events --bench event_store`. Environment: `MS_BENCH_SECS` (seconds per run,
-//! default 5), `MS_BENCH_READ_BATCH` (default 1000), `BENCH_DATABASE_URL` (the server's admin
-//! database, default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! default 5), `MS_BENCH_ROUNDS` (default 3), `MS_BENCH_READ_BATCH` (default 1000),
+//! `BENCH_DATABASE_URL` (the server's admin database, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
     let secs: u64 = env_or("MS_BENCH_SECS", 5)?;
+    let rounds: usize = env_or("MS_BENCH_ROUNDS", 3)?.max(1);
     let batch: usize = env_or("MS_BENCH_READ_BATCH", 1000)?;
     let admin_url = std::env::var("BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
@@ -39,21 +43,22 @@ fn main() -> Result<(), Error> {
         .enable_all()
         .build()?;
     let scratch = runtime.block_on(ScratchDb::create(&admin_url))?;
-    let result = runtime.block_on(run(&scratch, Duration::from_secs(secs), batch));
+    let result = runtime.block_on(run(&scratch, Duration::from_secs(secs), rounds, batch));
     drop(scratch);
     let lines = result?;
 
     println!();
     println!(
-        "event store (PostgreSQL backend, pool of {POOL_SIZE}) vs PostgreSQL, {secs} s per run"
+        "event store (PostgreSQL backend, pool of {POOL_SIZE}) vs PostgreSQL: medians of {rounds} \
+         alternating runs of {secs} s"
     );
     println!(
-        "{:<32} {:>18} {:>18} {:>6}",
+        "{:<36} {:>18} {:>18} {:>6}",
         "workload", "event store", "baseline", "ratio"
     );
     for line in lines {
         println!(
-            "{:<32} {:>13.0} ev/s {:>11.0} {:<6} {:>6.2}",
+            "{:<36} {:>13.0} ev/s {:>11.0} {:<6} {:>6.2}",
             line.workload,
             line.ours,
             line.baseline,
@@ -71,7 +76,12 @@ struct Line {
     baseline_unit: &'static str,
 }
 
-async fn run(scratch: &ScratchDb, duration: Duration, batch: usize) -> Result<Vec<Line>, Error> {
+async fn run(
+    scratch: &ScratchDb,
+    duration: Duration,
+    rounds: usize,
+    batch: usize,
+) -> Result<Vec<Line>, Error> {
     let pool = migrations::prepare(&scratch.url, POOL_SIZE).await?;
     let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
     sqlx::query("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
@@ -83,9 +93,17 @@ async fn run(scratch: &ScratchDb, duration: Duration, batch: usize) -> Result<Ve
 
     let mut lines = Vec::new();
     for clients in CONCURRENCY {
-        let ours = append_throughput(&store, clients, duration).await?;
-        let pgbench = pgbench_tps(scratch, &script, clients, duration)?;
-        eprintln!("appends, {clients} clients: {ours:.0} events/s; pgbench {pgbench:.0} tps");
+        let (mut ours, mut pgbench) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            ours.push(append_throughput(&store, clients, duration).await?);
+            pgbench.push(pgbench_tps(scratch, &script, clients, duration)?);
+            eprintln!(
+                "appends, {clients} clients: {:.0} events/s; pgbench {:.0} tps",
+                ours[ours.len() - 1],
+                pgbench[pgbench.len() - 1]
+            );
+        }
+        let (ours, pgbench) = (median(ours), median(pgbench));
         lines.push(Line {
             workload: format!("append 1 event, {clients} clients"),
             ours,
@@ -94,11 +112,21 @@ async fn run(scratch: &ScratchDb, duration: Duration, batch: usize) -> Result<Ve
         });
     }
 
-    let (ours, total) = read_all_throughput(&store, batch).await?;
-    let select = select_throughput(&pool, total).await?;
-    eprintln!("global read of {total} events: {ours:.0} events/s; SELECT {select:.0} rows/s");
+    let (mut ours, mut select) = (Vec::new(), Vec::new());
+    let mut total = 0;
+    for _ in 0..rounds {
+        let (throughput, read) = read_all_throughput(&store, batch).await?;
+        ours.push(throughput);
+        select.push(select_throughput(&pool, read).await?);
+        total = read;
+        eprintln!(
+            "global read of {read} events: {throughput:.0} events/s; SELECT {:.0} rows/s",
+            select[select.len() - 1]
+        );
+    }
+    let (ours, select) = (median(ours), median(select));
     lines.push(Line {
-        workload: format!("read_all, batches of {batch}"),
+        workload: format!("read_all of {total}, batches of {batch}"),
         ours,
         baseline: select,
         baseline_unit: "rows/s",
@@ -246,6 +274,11 @@ fn parse_tps(pgbench_output: &str) -> Option<f64> {
         .find_map(|line| line.trim().strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
 
 fn tempfile_with(contents: &str) -> Result<std::path::PathBuf, Error> {
