@@ -24,8 +24,8 @@
 //! record, which is that last event's p.
 //!
 //! # Why the client is rebuilt
-//! The crate's connection task gives up for good once a reconnection fails (a few attempts over
-//! about two seconds), and every later call then fails with `ConnectionClosed`. A client that
+//! The crate's connection task gives up for good once a (re)connection fails (after a few quick
+//! attempts), and every later call then fails with `ConnectionClosed`. A client that
 //! fails that way is replaced by a fresh one, so an outage of any length ends with the server's
 //! return. Only a client whose task has given up is replaced: a live one keeps a handle to its
 //! own task, which would then never end.
@@ -51,7 +51,7 @@ use tokio::sync::watch;
 use super::{validate, AppendOutcome, EventStore, ExpectedVersion, Position, StoreError};
 use crate::envelope::{NewEvent, RecordedEvent, StreamId};
 
-/// Reads stream their answer and the crate sets no deadline on them; a server that stops
+/// The crate sets no deadline on reads (their answers are streamed); a server that stops
 /// answering must not hold a caller forever.
 const READ_DEADLINE: Duration = Duration::from_secs(30);
 
