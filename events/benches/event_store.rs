@@ -98,14 +98,14 @@ async fn run(
             ours.push(append_throughput(&store, clients, duration).await?);
             pgbench.push(pgbench_tps(scratch, &script, clients, duration)?);
             eprintln!(
-                "appends, {clients} clients: {:.0} events/s; pgbench {:.0} tps",
+                "appends, concurrency {clients}: {:.0} events/s; pgbench {:.0} tps",
                 ours[ours.len() - 1],
                 pgbench[pgbench.len() - 1]
             );
         }
         let (ours, pgbench) = (median(ours), median(pgbench));
         lines.push(Line {
-            workload: format!("append 1 event, {clients} clients"),
+            workload: format!("append 1 event, concurrency {clients}"),
             ours,
             baseline: pgbench,
             baseline_unit: "tps",
