@@ -60,10 +60,10 @@ impl Collection {
             }
             let Some(c) = &mut collection else { continue };
             match &recorded.event {
-                MusicEvent::CollectionTrackAdded(added) => {
-                    if !c.track_ids.contains(&added.track_id) {
-                        c.track_ids.push(added.track_id.clone());
-                    }
+                MusicEvent::CollectionTrackAdded(added)
+                    if !c.track_ids.contains(&added.track_id) =>
+                {
+                    c.track_ids.push(added.track_id.clone());
                 }
                 MusicEvent::CollectionTrackRemoved(removed) => {
                     c.track_ids.retain(|t| t != &removed.track_id)
@@ -173,7 +173,7 @@ pub async fn create(
         };
         let stream = StreamId::collection(&created.collection_id);
         let event = MusicEvent::CollectionCreated(created.clone());
-        decide::append(&state, &ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
+        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
         Ok(created)
     })
     .await?;
@@ -210,20 +210,20 @@ pub async fn add_track(
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id, track_id) = (&state, &ctx, &org, &id, &track_id);
     let added = decide::with_retries(move || async move {
-        let (collection, history) = load_owned(&state, &ctx, &org, &id).await?;
-        if collection.track_ids.contains(&track_id) {
+        let (collection, history) = load_owned(state, ctx, org, id).await?;
+        if collection.track_ids.contains(track_id) {
             return Ok(false);
         }
-        let (track, _) = tracks::load(&state, &track_id).await?;
-        if !track.is_some_and(|t| t.is_live_in(&org)) {
+        let (track, _) = tracks::load(state, track_id).await?;
+        if !track.is_some_and(|t| t.is_live_in(org)) {
             return Err(not_found("track_id", track_id.as_str()).into());
         }
         let event = MusicEvent::CollectionTrackAdded(CollectionTrackAdded {
             collection_id: id.clone(),
             track_id: track_id.clone(),
         });
-        let stream = StreamId::collection(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        let stream = StreamId::collection(id);
+        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(true)
     })
     .await?;
@@ -247,16 +247,16 @@ pub async fn remove_track(
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id, track_id) = (&state, &ctx, &org, &id, &track_id);
     let removed = decide::with_retries(move || async move {
-        let (collection, history) = load_owned(&state, &ctx, &org, &id).await?;
-        if !collection.track_ids.contains(&track_id) {
+        let (collection, history) = load_owned(state, ctx, org, id).await?;
+        if !collection.track_ids.contains(track_id) {
             return Ok(false);
         }
         let event = MusicEvent::CollectionTrackRemoved(CollectionTrackRemoved {
             collection_id: id.clone(),
             track_id: track_id.clone(),
         });
-        let stream = StreamId::collection(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        let stream = StreamId::collection(id);
+        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(true)
     })
     .await?;
@@ -293,7 +293,7 @@ pub async fn reorder(
     let (state, ctx, org, id, requested) = (&state, &ctx, &org, &id, &requested);
     decide::with_retries(move || async move {
         let (collection, history) = load_owned(state, ctx, org, id).await?;
-        let order = new_order(&collection.track_ids, &requested);
+        let order = new_order(&collection.track_ids, requested);
         if order == collection.track_ids {
             return Ok(());
         }
@@ -301,8 +301,8 @@ pub async fn reorder(
             collection_id: id.clone(),
             track_ids: order,
         });
-        let stream = StreamId::collection(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        let stream = StreamId::collection(id);
+        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;
@@ -341,14 +341,14 @@ pub async fn remove(
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id) = (&state, &ctx, &org, &id);
     decide::with_retries(move || async move {
-        let (_, history) = load_owned(&state, &ctx, &org, &id).await?;
+        let (_, history) = load_owned(state, ctx, org, id).await?;
         let event = MusicEvent::ContentRemoved(ContentRemoved {
             target_type: TargetType::Collection,
             target_id: id.to_string(),
             organization_id: org.clone(),
         });
-        let stream = StreamId::collection(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        let stream = StreamId::collection(id);
+        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;

@@ -75,7 +75,7 @@ pub async fn save(
     let (state, ctx, stream, user) = (&state, &ctx, &stream, &user);
     let (share_id, track_id) = (&share_id, &track_id);
     let (created, item) = decide::with_retries(move || async move {
-        let history = decide::read(state.store.as_ref(), &stream).await?;
+        let history = decide::read(state.store.as_ref(), stream).await?;
         if let Some(existing) = items(&history)
             .into_iter()
             .find(|i| &i.saved.track_id == track_id)
@@ -89,7 +89,7 @@ pub async fn save(
             share_link_id: share_id.clone(),
         };
         let event = MusicEvent::SharedTrackSaved(saved.clone());
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>((
             true,
             LibraryItem {

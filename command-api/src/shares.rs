@@ -305,8 +305,8 @@ pub async fn revoke(
         let event = MusicEvent::ShareRevoked(ShareRevoked {
             share_id: id.clone(),
         });
-        let stream = StreamId::share(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[event]).await?;
+        let stream = StreamId::share(id);
+        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;

@@ -166,7 +166,7 @@ pub async fn import(
         };
         let stream = StreamId::track(&imported.track_id);
         let event = MusicEvent::TrackImported(imported.clone());
-        decide::append(&state, &ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
+        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
         Ok(imported)
     })
     .await?;
@@ -216,7 +216,7 @@ pub async fn remove(
     decide::with_retries(move || async move {
         let (track, history) = load(state, id).await?;
         let track = track
-            .filter(|t| t.is_live_in(&org))
+            .filter(|t| t.is_live_in(org))
             .ok_or_else(|| not_found("track_id", id.as_str()))?;
         if track.imported.owner_id != ctx.actor {
             return Err(
@@ -230,13 +230,16 @@ pub async fn remove(
             target_id: id.to_string(),
             organization_id: org.clone(),
         });
-        let stream = StreamId::track(&id);
-        decide::append(&state, &ctx, &stream, history.expected(), &[removed]).await?;
+        let stream = StreamId::track(id);
+        decide::append(state, ctx, &stream, history.expected(), &[removed]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;
     Ok(ack(StatusCode::OK, id.as_str(), "Track deleted."))
 }
+
+/// Field name and why it is wrong, for a 422's `details`.
+type Problems = Vec<(String, String)>;
 
 /// The form as received: text fields as sent, the audio on disk, and what was already wrong.
 #[derive(Default)]
@@ -344,12 +347,7 @@ fn multipart_error(limit: u64) -> impl Fn(axum::extract::multipart::MultipartErr
 
 impl Form {
     /// The valid text fields, or every problem found (the audio is checked by the caller).
-    fn validate(
-        self,
-    ) -> (
-        Result<TrackFields, Vec<(String, String)>>,
-        Option<TempUpload>,
-    ) {
+    fn validate(self) -> (Result<TrackFields, Problems>, Option<TempUpload>) {
         let mut problems = self.problems;
         let mut problem = |field: &str, why: &str| {
             if !problems.iter().any(|(f, _)| f == field) {
