@@ -22,6 +22,7 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     pub settings: Arc<Settings>,
     pub projector: ProjectorProgress,
+    pub stream_locks: crate::decide::StreamLocks,
 }
 
 /// The command API's own configuration (see `cli`).

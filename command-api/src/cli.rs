@@ -123,6 +123,7 @@ async fn serve(
         store,
         settings: Arc::new(settings),
         projector,
+        stream_locks: Default::default(),
     };
     let listener = server::bind(&args.addr, "command-api").await?;
     server::serve(listener, app::router(state), server::shutdown_signal()).await?;

@@ -162,7 +162,7 @@ pub async fn create(
     };
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, name, description) = (&state, &ctx, &org, &name, &body.description);
-    let created = decide::with_retries(move || async move {
+    let created = decide::new_stream(state, ctx, move || async move {
         // A fresh id per attempt: the only conflict a new stream can meet is an id collision.
         let created = CollectionCreated {
             collection_id: CollectionId::generate(),
@@ -209,7 +209,8 @@ pub async fn add_track(
     };
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id, track_id) = (&state, &ctx, &org, &id, &track_id);
-    let added = decide::with_retries(move || async move {
+    let stream = &StreamId::collection(id);
+    let added = decide::on_stream(state, ctx, stream, move || async move {
         let (collection, history) = load_owned(state, ctx, org, id).await?;
         if collection.track_ids.contains(track_id) {
             return Ok(false);
@@ -222,8 +223,7 @@ pub async fn add_track(
             collection_id: id.clone(),
             track_id: track_id.clone(),
         });
-        let stream = StreamId::collection(id);
-        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(true)
     })
     .await?;
@@ -246,7 +246,8 @@ pub async fn remove_track(
     let track_id = path_id("track_id", &track_id, TrackId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id, track_id) = (&state, &ctx, &org, &id, &track_id);
-    let removed = decide::with_retries(move || async move {
+    let stream = &StreamId::collection(id);
+    let removed = decide::on_stream(state, ctx, stream, move || async move {
         let (collection, history) = load_owned(state, ctx, org, id).await?;
         if !collection.track_ids.contains(track_id) {
             return Ok(false);
@@ -255,8 +256,7 @@ pub async fn remove_track(
             collection_id: id.clone(),
             track_id: track_id.clone(),
         });
-        let stream = StreamId::collection(id);
-        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(true)
     })
     .await?;
@@ -291,7 +291,8 @@ pub async fn reorder(
     };
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id, requested) = (&state, &ctx, &org, &id, &requested);
-    decide::with_retries(move || async move {
+    let stream = &StreamId::collection(id);
+    decide::on_stream(state, ctx, stream, move || async move {
         let (collection, history) = load_owned(state, ctx, org, id).await?;
         let order = new_order(&collection.track_ids, requested);
         if order == collection.track_ids {
@@ -301,8 +302,7 @@ pub async fn reorder(
             collection_id: id.clone(),
             track_ids: order,
         });
-        let stream = StreamId::collection(id);
-        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;
@@ -340,15 +340,15 @@ pub async fn remove(
     let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id) = (&state, &ctx, &org, &id);
-    decide::with_retries(move || async move {
+    let stream = &StreamId::collection(id);
+    decide::on_stream(state, ctx, stream, move || async move {
         let (_, history) = load_owned(state, ctx, org, id).await?;
         let event = MusicEvent::ContentRemoved(ContentRemoved {
             target_type: TargetType::Collection,
             target_id: id.to_string(),
             organization_id: org.clone(),
         });
-        let stream = StreamId::collection(id);
-        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;

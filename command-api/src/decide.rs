@@ -6,7 +6,10 @@
 //! now be different (the track was already added, the share was revoked meanwhile). After a few
 //! lost races it gives up with a 503: nothing was changed, and the client may retry.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -89,8 +92,54 @@ impl From<sqlx::Error> for Attempt {
     }
 }
 
+/// Runs a command that creates a new stream (under a fresh random id, so the only conflict it
+/// can meet is an id collision, which `attempt` answers by drawing a new id).
+pub async fn new_stream<T, F, Fut>(
+    state: &AppState,
+    ctx: &CommandContext,
+    attempt: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let decided = with_retries(attempt).await;
+    read_your_writes(state, ctx).await;
+    decided
+}
+
+/// Runs a command on an existing stream. Commands of this process on the same stream take turns
+/// (a stream lock), so they do not race each other into conflicts; conflicts with other
+/// processes are still caught by the expected version and retried.
+pub async fn on_stream<T, F, Fut>(
+    state: &AppState,
+    ctx: &CommandContext,
+    stream: &StreamId,
+    attempt: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let decided = {
+        let _turn = state.stream_locks.lock(stream).await;
+        with_retries(attempt).await
+    };
+    // Outside the lock: the next command on this stream need not wait for the projector.
+    read_your_writes(state, ctx).await;
+    decided
+}
+
+/// Waits until the projector has seen what this command appended, if it appended anything.
+async fn read_your_writes(state: &AppState, ctx: &CommandContext) {
+    let position = ctx.appended_up_to.load(Ordering::Acquire);
+    if position > 0 {
+        state.projector.wait_for(position).await;
+    }
+}
+
 /// Runs `attempt` until it does not conflict, at most [`MAX_ATTEMPTS`] times.
-pub async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
+async fn with_retries<T, F, Fut>(mut attempt: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Attempt>>,
@@ -113,12 +162,50 @@ where
     ))
 }
 
+/// One async mutex per stream that has a command in flight in this process.
+#[derive(Clone, Default)]
+pub struct StreamLocks {
+    inner: Arc<std::sync::Mutex<LockTable>>,
+}
+
+#[derive(Default)]
+struct LockTable {
+    locks: HashMap<String, Weak<tokio::sync::Mutex<()>>>,
+    /// Forgotten locks are swept when the table reaches this size.
+    sweep_at: usize,
+}
+
+impl StreamLocks {
+    pub async fn lock(&self, stream: &StreamId) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = {
+            let mut table = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            match table.locks.get(stream.as_str()).and_then(Weak::upgrade) {
+                Some(mutex) => mutex,
+                None => {
+                    if table.locks.len() >= table.sweep_at {
+                        table.locks.retain(|_, lock| lock.strong_count() > 0);
+                        table.sweep_at = (table.locks.len() * 2).max(1024);
+                    }
+                    let mutex = Arc::new(tokio::sync::Mutex::new(()));
+                    table
+                        .locks
+                        .insert(stream.as_str().to_owned(), Arc::downgrade(&mutex));
+                    mutex
+                }
+            }
+        };
+        mutex.lock_owned().await
+    }
+}
+
 /// Who runs a command and when: one instant and one request id for every event it appends, and
 /// for the timestamps its response shows.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CommandContext {
     pub actor: UserId,
     pub meta: EventMetadata,
+    /// The global position of the last event this command appended (0: none yet).
+    appended_up_to: AtomicU64,
 }
 
 impl CommandContext {
@@ -134,6 +221,7 @@ impl CommandContext {
                 // response shows must be the one the events carry.
                 occurred_at: Utc::now().trunc_subsecs(0),
             },
+            appended_up_to: AtomicU64::new(0),
         }
     }
 
@@ -142,8 +230,9 @@ impl CommandContext {
     }
 }
 
-/// Appends `events` to `stream` if it is still at `expected`, then waits (bounded) until the
-/// projector has seen them, so the caller's next read finds what it just wrote.
+/// Appends `events` to `stream` if it is still at `expected`. Once the command is decided,
+/// [`new_stream`] and [`on_stream`] wait (bounded) until the projector has seen them, so the
+/// caller's next read finds what it just wrote.
 pub async fn append(
     state: &AppState,
     ctx: &CommandContext,
@@ -156,7 +245,8 @@ pub async fn append(
     for event in events {
         metrics::counter!("events_appended_total", "type" => event.event_type()).increment(1);
     }
-    state.projector.wait_for(outcome.last_position).await;
+    ctx.appended_up_to
+        .fetch_max(outcome.last_position, Ordering::AcqRel);
     Ok(outcome)
 }
 

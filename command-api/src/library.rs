@@ -74,7 +74,7 @@ pub async fn save(
     let stream = StreamId::library(&user);
     let (state, ctx, stream, user) = (&state, &ctx, &stream, &user);
     let (share_id, track_id) = (&share_id, &track_id);
-    let (created, item) = decide::with_retries(move || async move {
+    let (created, item) = decide::on_stream(state, ctx, stream, move || async move {
         let history = decide::read(state.store.as_ref(), stream).await?;
         if let Some(existing) = items(&history)
             .into_iter()

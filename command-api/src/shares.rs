@@ -210,7 +210,7 @@ async fn create(
         .expires_in_days
         .map(|days| created_at + chrono::Duration::days(days));
     let (target_id, options) = (&target_id, &options);
-    let (created, token) = decide::with_retries(move || async move {
+    let (created, token) = decide::new_stream(state, ctx, move || async move {
         // A fresh id and token per attempt: a new share can only conflict on a collision.
         let token = ShareToken::generate();
         let share_id = ShareLinkId::generate();
@@ -294,7 +294,8 @@ pub async fn revoke(
     let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id) = (&state, &ctx, &org, &id);
-    decide::with_retries(move || async move {
+    let stream = &StreamId::share(id);
+    decide::on_stream(state, ctx, stream, move || async move {
         let (share, history) = load(state, id).await?;
         let share = share
             .filter(|s| &s.created.organization_id == org && s.created.owner_id == ctx.actor)
@@ -305,8 +306,7 @@ pub async fn revoke(
         let event = MusicEvent::ShareRevoked(ShareRevoked {
             share_id: id.clone(),
         });
-        let stream = StreamId::share(id);
-        decide::append(state, ctx, &stream, history.expected(), &[event]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;

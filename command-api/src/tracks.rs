@@ -149,7 +149,7 @@ pub async fn import(
 
     let (state, ctx, org, fields, media) = (&state, &ctx, &org, &fields, &media);
     let duration_ms = measured.duration_ms;
-    let imported = decide::with_retries(move || async move {
+    let imported = decide::new_stream(state, ctx, move || async move {
         // A fresh id per attempt: the only conflict a new stream can meet is an id collision.
         let imported = TrackImported {
             track_id: TrackId::generate(),
@@ -213,7 +213,8 @@ pub async fn remove(
     let id = path_id("track_id", &track_id, TrackId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (state, ctx, org, id) = (&state, &ctx, &org, &id);
-    decide::with_retries(move || async move {
+    let stream = &StreamId::track(id);
+    decide::on_stream(state, ctx, stream, move || async move {
         let (track, history) = load(state, id).await?;
         let track = track
             .filter(|t| t.is_live_in(org))
@@ -230,8 +231,7 @@ pub async fn remove(
             target_id: id.to_string(),
             organization_id: org.clone(),
         });
-        let stream = StreamId::track(id);
-        decide::append(state, ctx, &stream, history.expected(), &[removed]).await?;
+        decide::append(state, ctx, stream, history.expected(), &[removed]).await?;
         Ok::<_, Attempt>(())
     })
     .await?;
