@@ -5,8 +5,11 @@
 //! moved into the content-addressed media directory before the event is appended, so a track
 //! never exists without its audio.
 
-use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::header::CONTENT_LENGTH;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,6 +18,7 @@ use events::event::{ContentRemoved, MediaFile, TargetType, TrackImported};
 use events::ids::{OrganizationId, TrackId};
 use events::licence::{self, LicenceClass};
 use events::{ExpectedVersion, MusicEvent, StreamId};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use service_kit::auth::Caller;
 use service_kit::server::ack;
@@ -79,29 +83,110 @@ pub async fn load(state: &AppState, id: &TrackId) -> Result<(Option<Track>, Hist
 }
 
 /// `POST /v1/music/{org}/tracks`
-pub async fn import(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParams(org): PathParams<String>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
+///
+/// Authentication and the path are checked by hand rather than by extractors, so that a refused
+/// upload can still read (and discard) the body it refuses: a server that answers early and
+/// closes a connection the client is still writing to makes most clients lose the answer.
+pub async fn import(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
     let limit = state.settings.max_upload_bytes;
-    let declared = request
-        .headers()
+    let body_limit = limit.saturating_add(FORM_OVERHEAD_BYTES);
+    let declared = parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit.saturating_add(FORM_OVERHEAD_BYTES)) {
-        return Err(ApiError::payload_too_large(limit));
+    let admitted = async {
+        let caller = Caller::from_request_parts(&mut parts, &state).await?;
+        let PathParams(org) = PathParams::<String>::from_request_parts(&mut parts, &state).await?;
+        let org = caller.member_of(&org)?;
+        if !is_multipart(&parts.headers) {
+            return Err(ApiError::bad_request(
+                "Expected a multipart/form-data body with a boundary",
+            ));
+        }
+        Ok((caller, org))
     }
-    let mut multipart = Multipart::from_request(request, &state)
+    .await;
+    if declared.is_some_and(|n| n > body_limit) {
+        // Far too large to read just to refuse it; clients that send `Expect: 100-continue`
+        // get this answer before sending the body.
+        return admitted
+            .err()
+            .unwrap_or_else(|| ApiError::payload_too_large(limit))
+            .into_response();
+    }
+    let (caller, org) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            discard_body(body, body_limit).await;
+            return refused.into_response();
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    let mut multipart = match Multipart::from_request(request, &state).await {
+        Ok(multipart) => multipart,
+        Err(_) => {
+            return ApiError::bad_request("Expected a multipart/form-data body with a boundary")
+                .into_response()
+        }
+    };
+    let form = match read_form(&mut multipart, &state).await {
+        Ok(form) => form,
+        Err(refused) => {
+            discard_fields(&mut multipart).await;
+            return refused.into_response();
+        }
+    };
+    import_form(&state, &caller, org, form)
         .await
-        .map_err(|_| {
-            ApiError::bad_request("Expected a multipart/form-data body with a boundary")
-        })?;
-    let form = read_form(&mut multipart, &state).await?;
-    let ctx = CommandContext::new(&caller);
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How long a refused upload may take to send the rest of its body.
+const DISCARD_FOR: Duration = Duration::from_secs(30);
+
+fn is_multipart(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_ascii_lowercase())
+        .is_some_and(|v| v.starts_with("multipart/form-data") && v.contains("boundary="))
+}
+
+/// Reads and drops up to `limit` bytes of a body nobody will use.
+async fn discard_body(body: Body, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads and drops what is left of a refused form (bounded by the route's body limit).
+async fn discard_fields(multipart: &mut Multipart) {
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    })
+    .await;
+}
+
+/// Validates the received form, measures the audio, stores it and appends `TrackImported`.
+async fn import_form(
+    state: &AppState,
+    caller: &Caller,
+    org: OrganizationId,
+    form: Form,
+) -> Result<Response, ApiError> {
+    let ctx = CommandContext::new(caller);
     let (fields, mut upload) = form.validate();
     let mut problems = fields.as_ref().err().cloned().unwrap_or_default();
 
@@ -147,7 +232,7 @@ pub async fn import(
         .await
         .map_err(ApiError::internal)?;
 
-    let (state, ctx, org, fields, media) = (&state, &ctx, &org, &fields, &media);
+    let (ctx, org, fields, media) = (&ctx, &org, &fields, &media);
     let duration_ms = measured.duration_ms;
     let imported = decide::new_stream(state, ctx, move || async move {
         // A fresh id per attempt: the only conflict a new stream can meet is an id collision.

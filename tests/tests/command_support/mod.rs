@@ -44,7 +44,13 @@ impl Api {
 
     /// Another command API process on the same database.
     pub async fn start_another(&self) -> Service {
-        Service::start(Bin::CommandApi, &self.env, &self.dir.path().join("logs"), &[]).await
+        Service::start(
+            Bin::CommandApi,
+            &self.env,
+            &self.dir.path().join("logs"),
+            &[],
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -262,7 +268,9 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> Value 
 
 /// An RFC 3339 timestamp in whole seconds with `Z`.
 pub fn assert_timestamp(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    let text = value.as_str().unwrap_or_else(|| panic!("not a string: {value}"));
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a string: {value}"));
     assert!(
         text.len() == 20 && text.ends_with('Z'),
         "not RFC 3339 in whole seconds with Z: {text}"
