@@ -102,7 +102,7 @@ struct BitWriter {
 impl BitWriter {
     fn put(&mut self, value: u64, bits: u32) {
         for i in (0..bits).rev() {
-            if self.used % 8 == 0 {
+            if self.used & 7 == 0 {
                 self.bytes.push(0);
             }
             if (value >> i) & 1 == 1 {
