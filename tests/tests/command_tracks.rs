@@ -10,7 +10,6 @@ use command_support::{
     assert_timestamp, expect_error, expect_json, new_org, new_user, Api, TrackForm,
 };
 use reqwest::StatusCode;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
