@@ -325,3 +325,68 @@ async fn malformed_ids_unknown_routes_and_wrong_methods_answer_in_the_envelope()
         .await;
     assert_eq!(events[0].2, "req_fromtheclient0001");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_create_key_prints_only_the_key_and_refuses_bad_ids() {
+    let api = Api::start().await;
+    let (user, org, second) = (new_user(), new_org(), new_org());
+    let output = api
+        .env
+        .run(
+            tests::process::Bin::CommandApi,
+            &[
+                "admin",
+                "create-key",
+                "--user",
+                &user,
+                "--org",
+                &org,
+                "--org",
+                &second,
+            ],
+        )
+        .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let key = stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        key.len() == 44
+            && key.starts_with("msk_")
+            && key[4..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "stdout is exactly the key: {stdout:?}"
+    );
+    // The key works in both organizations.
+    for org in [&org, &second] {
+        expect_json(
+            api.post_json(
+                key,
+                &format!("/v1/music/{org}/collections"),
+                json!({"name": "x"}),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    // Running it again for the same user and organization adds a key, and nothing breaks.
+    let another = api.key(&user, &[&org]).await;
+    assert_ne!(another, key);
+
+    for args in [
+        vec!["admin", "create-key", "--user", "bob", "--org", "org_fine"],
+        vec!["admin", "create-key", "--user", &user, "--org", "ORG_BAD"],
+        vec!["admin", "create-key", "--user", &user, "--org", "org_x"],
+    ] {
+        let output = api.env.run(tests::process::Bin::CommandApi, &args).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("is not a"), "{stderr}");
+    }
+}
