@@ -19,6 +19,10 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
 
+/// The most frames of encoder padding a container's declared length may trim from what decodes
+/// (Vorbis's largest block).
+const MAX_END_PADDING: u64 = 8192;
+
 /// What decoding found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Measured {
@@ -58,6 +62,7 @@ pub fn measure(path: &Path) -> Result<Measured, NotAudio> {
         .ok_or_else(not_audio)?;
     let track_id = track.id;
     let codec = track.codec_params.codec;
+    let declared = (track.codec_params.n_frames, track.codec_params.sample_rate);
     let content_type = match &magic[..magic_len] {
         b"RIFF" => "audio/wav",
         b"fLaC" => "audio/flac",
@@ -101,6 +106,16 @@ pub fn measure(path: &Path) -> Result<Measured, NotAudio> {
             // with no frames and is refused below.
             Err(SymphoniaError::DecodeError(_)) => continue,
             Err(_) => return Err(not_audio()),
+        }
+    }
+    // The container may say where the audio really ends (an Ogg stream's last granule position,
+    // an MP3's LAME tag), and the decoder may not have trimmed the encoder's padding after it.
+    // That trims at most one block; a declared length further from what decodes is not trusted.
+    if let ([(rate, frames)], (Some(declared), Some(declared_rate))) =
+        (&mut frames_at[..], declared)
+    {
+        if *rate == declared_rate && *frames >= declared && *frames - declared <= MAX_END_PADDING {
+            *frames = declared;
         }
     }
     let seconds: f64 = frames_at

@@ -459,3 +459,37 @@ async fn the_creator_deletes_a_track_once() {
     .await;
     assert_eq!(api.events(&format!("track-{id}")).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mp3_and_ogg_vorbis_are_measured_by_decoding() {
+    let api = Api::start().await;
+    let (user, org) = (new_user(), new_org());
+    let key = api.key(&user, &[&org]).await;
+    for (bytes, name, content_type) in [
+        (
+            &include_bytes!("../fixtures/tone-2500ms.mp3")[..],
+            "tone.mp3",
+            "audio/mpeg",
+        ),
+        (
+            &include_bytes!("../fixtures/tone-2500ms.ogg")[..],
+            "tone.ogg",
+            "audio/ogg",
+        ),
+    ] {
+        let track = expect_json(
+            api.upload(&key, &org, TrackForm::valid().audio(bytes.to_vec(), name))
+                .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let measured = track["measured_duration_seconds"].as_f64().expect("number");
+        assert!(
+            (measured - 2.5).abs() <= 0.010,
+            "{name}: measured {measured} s, expected 2.5 s"
+        );
+        let id = track["id"].as_str().expect("id");
+        let events = api.events(&format!("track-{id}")).await;
+        assert_eq!(events[0].1["media"]["content_type"], content_type);
+    }
+}
