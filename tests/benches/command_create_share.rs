@@ -40,7 +40,6 @@ async fn run(seconds: u64) {
     let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
     // The production default pool, not the tests' small one.
     env.set("DATABASE_MAX_CONNECTIONS", "10");
-    env.set("RUST_LOG", "warn");
     let logs = dir.path().join("logs");
     let service = Service::start(Bin::CommandApi, &env, &logs, &[]).await;
     let org = "org_bench";
