@@ -274,21 +274,21 @@ async fn index_token(
     token: &ShareToken,
     share_id: &ShareLinkId,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    if flushed_by_append {
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-    }
-    let inserted = sqlx::query(
+    // One statement, so one round trip: `set_config(.., true)` lasts until the end of the
+    // statement's own transaction, i.e. through its commit.
+    let sql = if flushed_by_append {
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         INSERT INTO command_side.share_tokens (token_hash, share_id) \
+         SELECT $1, $2 FROM relaxed ON CONFLICT DO NOTHING"
+    } else {
         "INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(token.hash().as_str())
-    .bind(share_id.as_str())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+         ON CONFLICT DO NOTHING"
+    };
+    let inserted = sqlx::query(sql)
+        .bind(token.hash().as_str())
+        .bind(share_id.as_str())
+        .execute(pool)
+        .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
