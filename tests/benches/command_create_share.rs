@@ -7,6 +7,9 @@
 //! `ShareCreated`: two writes and a read per command, against pgbench's one insert. No projector
 //! runs, so no command waits for one.
 //!
+//! The last column is the command API's own CPU time per share (user + system, from `/proc`),
+//! which stays meaningful when other work shares the machine.
+//!
 //! `BENCH_SECONDS` (default 10) sets the length of each measurement. Needs PostgreSQL on
 //! 127.0.0.1:5432 (as the tests) and `pgbench` on the PATH.
 
@@ -86,21 +89,24 @@ async fn run(seconds: u64) {
     println!("each measured for {seconds} s; same machine, same PostgreSQL, same run");
     println!();
     println!(
-        "{:>11} | {:>14} | {:>18} | {:>9} | {:>10}",
-        "concurrency", "shares/s", "pgbench insert TPS", "ratio", "p50 ms"
+        "{:>11} | {:>10} | {:>18} | {:>6} | {:>7} | {:>18}",
+        "concurrency", "shares/s", "pgbench insert TPS", "ratio", "p50 ms", "api CPU ms/share"
     );
-    println!("{}", "-".repeat(75));
+    println!("{}", "-".repeat(86));
     let mut ratio_at_32 = 0.0;
     for c in CONCURRENCY {
+        let cpu_before = cpu_seconds(service.pid());
         let (rate, p50) =
             measure_shares(&http, &share_url, &key, c, Duration::from_secs(seconds)).await;
+        let cpu = cpu_seconds(service.pid()) - cpu_before;
+        let cpu_per_share = cpu * 1000.0 / (rate * seconds as f64);
         let tps = pgbench(&scratch, &script, c, seconds);
         let ratio = rate / tps;
         if c == 32 {
             ratio_at_32 = ratio;
         }
         println!(
-            "{c:>11} | {rate:>14.0} | {tps:>18.0} | {ratio:>9.2} | {:>10.1}",
+            "{c:>11} | {rate:>10.0} | {tps:>18.0} | {ratio:>6.2} | {:>7.1} | {cpu_per_share:>18.2}",
             p50.as_secs_f64() * 1000.0
         );
     }
@@ -110,6 +116,24 @@ async fn run(seconds: u64) {
         if ratio_at_32 >= 0.5 { "met" } else { "NOT met" }
     );
     service.terminate();
+}
+
+/// CPU time (user + system) a process has used, from `/proc` (0 where there is none).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Runs `concurrency` clients creating shares for `length`; returns shares per second and the
