@@ -10,7 +10,8 @@
 //! The last column is the command API's own CPU time per share (user + system, from `/proc`),
 //! which stays meaningful when other work shares the machine.
 //!
-//! `BENCH_SECONDS` (default 10) sets the length of each measurement. Needs PostgreSQL on
+//! `BENCH_SECONDS` (default 10) sets the length of each measurement, `BENCH_POOL` (default 10,
+//! the production default) the command API's connection pool. Needs PostgreSQL on
 //! 127.0.0.1:5432 (as the tests) and `pgbench` on the PATH.
 
 use std::process::Command;
@@ -41,8 +42,9 @@ async fn run(seconds: u64) {
     let scratch = TestDb::new().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
-    // The production default pool, not the tests' small one.
-    env.set("DATABASE_MAX_CONNECTIONS", "10");
+    // The production default pool (not the tests' small one), or `BENCH_POOL`.
+    let pool = std::env::var("BENCH_POOL").unwrap_or_else(|_| "10".to_owned());
+    env.set("DATABASE_MAX_CONNECTIONS", pool.clone());
     let logs = dir.path().join("logs");
     let service = Service::start(Bin::CommandApi, &env, &logs, &[]).await;
     let org = "org_bench";
@@ -85,7 +87,9 @@ async fn run(seconds: u64) {
     measure_shares(&http, &share_url, &key, 8, Duration::from_secs(2)).await;
 
     println!();
-    println!("create-share over HTTP (release command-api, pool 10) vs pgbench single-row INSERT");
+    println!(
+        "create-share over HTTP (release command-api, pool {pool}) vs pgbench single-row INSERT"
+    );
     println!("each measured for {seconds} s; same machine, same PostgreSQL, same run");
     println!();
     println!(
