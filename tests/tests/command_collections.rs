@@ -350,7 +350,8 @@ async fn conflicts_between_two_processes_are_retried_and_nothing_lands_twice() {
     let key = api.key(&user, &[&org]).await;
     let collection = api.collection(&key, &org).await;
     let mut tracks = Vec::new();
-    for _ in 0..tests::scale(40) {
+    // Not scaled down: fewer racers might never collide, and 40 small uploads are cheap.
+    for _ in 0..40 {
         tracks.push(api.track(&key, &org).await);
     }
     let path = format!("/v1/music/{org}/collections/{collection}/tracks");
@@ -376,7 +377,5 @@ async fn conflicts_between_two_processes_are_retried_and_nothing_lands_twice() {
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
             .sum::<f64>();
     }
-    if tracks.len() >= 20 {
-        assert!(conflicts > 0.0, "no conflict was ever retried");
-    }
+    assert!(conflicts > 0.0, "no conflict was ever retried");
 }
