@@ -114,6 +114,32 @@ async fn run(seconds: u64) {
             p50.as_secs_f64() * 1000.0
         );
     }
+    // For scale: the same HTTP stack answering `/healthz` (no database), at 32.
+    let health = service.url("/healthz");
+    let (health_rate, _) = measure(
+        &http,
+        &health,
+        &key,
+        32,
+        Duration::from_secs(seconds),
+        200,
+        false,
+    )
+    .await;
+    // And a share refused after reading the (absent) track's stream: auth plus one read.
+    let absent = service.url(&format!("/v1/music/{org}/tracks/mtrack_000000000000/share"));
+    let (read_rate, _) = measure(
+        &http,
+        &absent,
+        &key,
+        32,
+        Duration::from_secs(seconds),
+        404,
+        true,
+    )
+    .await;
+    println!();
+    println!("for scale, at 32: GET /healthz (HTTP only) {health_rate:.0} requests/s; a share refused after one stream read {read_rate:.0} requests/s");
     println!();
     println!(
         "goal: ratio >= 0.5 at concurrency 32: {}",
@@ -149,6 +175,20 @@ async fn measure_shares(
     concurrency: usize,
     length: Duration,
 ) -> (f64, Duration) {
+    measure(http, url, key, concurrency, length, 201, true).await
+}
+
+/// Runs `concurrency` clients sending `POST` (or `GET`) to `url` for `length`, each answer
+/// expected to be `expected`; returns requests per second and the median latency.
+async fn measure(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    concurrency: usize,
+    length: Duration,
+    expected: u16,
+    post: bool,
+) -> (f64, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -160,15 +200,19 @@ async fn measure_shares(
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let response = http
-                        .post(&url)
+                    let request = if post {
+                        http.post(&url)
+                    } else {
+                        http.get(&url)
+                    };
+                    let response = request
                         .header("x-api-key", &key)
                         .send()
                         .await
                         .expect("send");
                     let status = response.status();
                     let _ = response.bytes().await;
-                    assert_eq!(status, 201, "share creation failed");
+                    assert_eq!(status, expected, "request failed");
                     latencies.push(sent.elapsed());
                     done.fetch_add(1, Ordering::Relaxed);
                 }
