@@ -6,6 +6,8 @@
 //! are written straight into `event_store.events` by [`copy_into_log`], on a database nobody
 //! else appends to.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use events::event::{
     CollectionCreated, CollectionReordered, CollectionTrackAdded, CollectionTrackRemoved,
@@ -177,7 +179,12 @@ pub fn saved(user: &UserId, track: &TrackId, share: &ShareLinkId) -> SharedTrack
 /// collections and their membership, shares and revocations, removals, saves), each stream's
 /// events in order. The same `seed` gives the same events (but fresh event ids).
 pub fn synthetic(len: usize, seed: u64) -> Vec<(StreamId, NewEvent)> {
-    Synthetic::new(seed).take(len).collect()
+    synthetic_stream(seed).take(len).collect()
+}
+
+/// The endless form of [`synthetic`], for logs too long to hold in memory at once.
+pub fn synthetic_stream(seed: u64) -> impl Iterator<Item = (StreamId, NewEvent)> {
+    Synthetic::new(seed)
 }
 
 /// The synthetic log's generator: it keeps enough state to only emit events that make sense
@@ -240,7 +247,10 @@ impl Synthetic {
                     organization_id: org,
                     owner_id: owner,
                     name: format!("Collection {}", self.n),
-                    description: (self.n % 3 != 0).then(|| "Synthetic collection".to_owned()),
+                    description: self
+                        .rng
+                        .random_bool(0.7)
+                        .then(|| "Synthetic collection".to_owned()),
                 });
             }
             24..=43 if !self.collections.is_empty() && !self.tracks.is_empty() => {
@@ -289,13 +299,16 @@ impl Synthetic {
                     target_id,
                     organization_id: org,
                     owner_id: owner,
-                    visibility: if self.n % 2 == 0 {
+                    visibility: if self.rng.random_bool(0.5) {
                         Visibility::LinkOnly
                     } else {
                         Visibility::Public
                     },
-                    expires_at: (self.n % 4 == 0).then(|| at(self.n as i64 + 86_400 * 7)),
-                    max_views: (self.n % 5 == 0).then_some(10),
+                    expires_at: self
+                        .rng
+                        .random_bool(0.25)
+                        .then(|| at(self.n as i64 + 86_400 * 7)),
+                    max_views: self.rng.random_bool(0.2).then_some(10),
                 });
             }
             74..=83 if !self.shares.is_empty() => {
@@ -341,7 +354,7 @@ impl Synthetic {
             title: format!("Synthetic track {}", self.n),
             engine: "studio".to_owned(),
             mode: "creation".to_owned(),
-            instrumental: self.n % 2 == 0,
+            instrumental: self.rng.random_bool(0.5),
             licence_class: class,
             licence_version: CURRENT_VERSION.to_owned(),
             measured_duration_ms: self.rng.random_range(30_000..400_000),
@@ -367,9 +380,14 @@ impl Iterator for Synthetic {
     }
 }
 
-/// `events` as CSV rows of `event_store.events`, positions from `after + 1`, stream versions
-/// counted from 1 (the streams must be new).
-pub fn to_csv(events: &[(StreamId, NewEvent)], after: Position) -> Vec<u8> {
+/// `events` as CSV rows of `event_store.events`, positions from `after + 1`. Stream versions
+/// continue from `versions` (empty for new streams), which is updated, so a long log can be
+/// written in chunks.
+pub fn to_csv(
+    events: &[(StreamId, NewEvent)],
+    after: Position,
+    versions: &mut HashMap<String, u64>,
+) -> Vec<u8> {
     fn quoted(out: &mut Vec<u8>, field: &str) {
         out.push(b'"');
         for b in field.bytes() {
@@ -380,10 +398,9 @@ pub fn to_csv(events: &[(StreamId, NewEvent)], after: Position) -> Vec<u8> {
         }
         out.push(b'"');
     }
-    let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(events.len() * 400);
     for (i, (stream, e)) in events.iter().enumerate() {
-        let version = versions.entry(stream.as_str()).or_insert(0);
+        let version = versions.entry(stream.as_str().to_owned()).or_insert(0);
         *version += 1;
         let fields = [
             (after + 1 + i as u64).to_string(),
@@ -413,7 +430,8 @@ pub const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, eve
     event_type, schema_version, occurred_at, actor, trace_id, payload";
 
 /// Writes `events` after the current head of `event_store.events` with `COPY`, bypassing the
-/// store's append path (no other writer may append meanwhile). Returns the new head.
+/// store's append path (no other writer may append meanwhile). Streams that already hold events
+/// continue from their version. Returns the new head.
 pub async fn copy_into_log(
     pool: &PgPool,
     events: &[(StreamId, NewEvent)],
@@ -423,6 +441,18 @@ pub async fn copy_into_log(
             .fetch_one(pool)
             .await?;
     let head = head.max(0) as Position;
+    let streams: Vec<&str> = events.iter().map(|(s, _)| s.as_str()).collect();
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream_id, max(stream_version) FROM event_store.events \
+         WHERE stream_id = ANY($1) GROUP BY stream_id",
+    )
+    .bind(&streams)
+    .fetch_all(pool)
+    .await?;
+    let mut versions: HashMap<String, u64> = stored
+        .into_iter()
+        .map(|(stream, version)| (stream, version.max(0) as u64))
+        .collect();
     let mut conn = pool.acquire().await?;
     for (n, chunk) in events.chunks(50_000).enumerate() {
         let mut copy = conn
@@ -430,8 +460,12 @@ pub async fn copy_into_log(
                 "COPY event_store.events ({EVENT_COLUMNS}) FROM STDIN (FORMAT csv)"
             ))
             .await?;
-        copy.send(to_csv(chunk, head + (n * 50_000) as Position))
-            .await?;
+        copy.send(to_csv(
+            chunk,
+            head + (n * 50_000) as Position,
+            &mut versions,
+        ))
+        .await?;
         copy.finish().await?;
     }
     Ok(head + events.len() as Position)

@@ -214,14 +214,15 @@ async fn every_event_type_shapes_the_read_models() {
         vec![(0, c.to_string()), (1, a.to_string()), (2, d.to_string())],
         "a reorder replaces the order; a later add goes at the end"
     );
-    let collections: Vec<(
+    type CollectionRow = (
         String,
         String,
         Option<String>,
         DateTime<Utc>,
         DateTime<Utc>,
         Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    );
+    let collections: Vec<CollectionRow> = sqlx::query_as(
         "SELECT collection_id, name, description, created_at, updated_at, removed_at \
              FROM read_model.collections ORDER BY created_at",
     )
