@@ -2,7 +2,8 @@
 //! then swapped in with no downtime for readers.
 //!
 //! The rebuild fills `read_model_rebuild` with the same batch code as the live projector (larger
-//! batches, reading the next batch while the current one is written). Its checkpoint lives in
+//! batches, reading the next batch while the current one is written, and without the indexes
+//! only readers need, which are built once at the end). Its checkpoint lives in
 //! that schema, so a rebuild that is killed resumes where it stopped when run again (`--fresh`
 //! starts over). Once caught up it swaps, in one transaction holding both schemas' locks,
 //! `read_model` → `read_model_retired` and `read_model_rebuild` → `read_model`, provided its
@@ -82,10 +83,11 @@ pub async fn run(
     if settings.fresh {
         drop_schema(pool, REBUILD).await?;
     }
-    {
+    if !schema::exists(pool, REBUILD).await? {
         let mut conn = pool.acquire().await?;
         migrations::create_read_model(&mut conn, REBUILD).await?;
     }
+    drop_lookup_indexes(pool, REBUILD).await?;
     let resumed_from = schema::read_checkpoint(pool, REBUILD).await?.unwrap_or(0);
     let head = store.head().await?;
     tracing::info!(resumed_from, head, "rebuilding the read models");
@@ -122,7 +124,13 @@ pub async fn run(
                 }
             }
         }
-        // The reader found the end of the log: swap if the live tables are not ahead.
+        // The reader found the end of the log: index, then swap if the live tables are not
+        // ahead.
+        bar.set_message("indexing");
+        {
+            let mut conn = pool.acquire().await?;
+            migrations::create_read_model(&mut conn, REBUILD).await?;
+        }
         match swap(pool, checkpoint).await? {
             Swap::Done => break checkpoint,
             Swap::LiveAhead(live) => {
@@ -224,6 +232,31 @@ async fn swap(pool: &PgPool, rebuilt: Position) -> Result<Swap, sqlx::Error> {
     Ok(Swap::Done)
 }
 
+/// Drops the indexes of `schema` that only readers use (those that are not unique: the unique
+/// ones decide which creation wins). Built once at the end, by sorting, they cost far less than
+/// kept up to date row by row; [`migrations::create_read_model`] puts them back.
+async fn drop_lookup_indexes(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_index AS i \
+             JOIN pg_class AS c ON c.oid = i.indexrelid \
+             JOIN pg_namespace AS n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND NOT i.indisunique",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await?;
+    for index in indexes {
+        sqlx::raw_sql(&format!(
+            "DROP INDEX IF EXISTS {}.{}",
+            quote_ident(schema),
+            quote_ident(&index)
+        ))
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Drops `schema` and its tables, waiting at most a few seconds for readers of them to finish.
 async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -242,7 +275,7 @@ fn progress_bar(enabled: bool, head: Position, at: Position) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(head.max(1)), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} rebuilding [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        "{spinner} rebuilding [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
     ) {
         bar.set_style(style);
     }

@@ -69,3 +69,14 @@ pub fn metric(exposition: &str, name: &str) -> f64 {
         })
         .sum()
 }
+
+/// The definitions of every index in `schema`, sorted: what readers can count on.
+pub async fn indexes(pool: &PgPool, schema: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexdef::text FROM pg_indexes WHERE schemaname = $1 ORDER BY indexdef",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .expect("list the indexes")
+}

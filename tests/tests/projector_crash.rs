@@ -9,7 +9,7 @@ use rand::Rng;
 use sqlx::PgPool;
 use tests::db::TestDb;
 use tests::process::{Bin, Service, ServiceEnv};
-use tests::read_model::{checksums, wait_for_checkpoint};
+use tests::read_model::{checkpoint, checksums, indexes, wait_for_checkpoint};
 
 async fn log_of(len: usize) -> (TestDb, PgPool, u64) {
     let db = TestDb::new().await;
@@ -54,6 +54,7 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
         "{summary}"
     );
     let expected = checksums(&pool, "read_model").await;
+    let expected_indexes = indexes(&pool, "read_model").await;
     assert_eq!(
         expected["checkpoint"].0, 1,
         "the rebuild swapped in a checkpointed schema"
@@ -125,13 +126,19 @@ async fn a_live_projector_killed_at_random_moments_neither_skips_nor_repeats() {
     let mut checkpoints = Vec::new();
     for _ in 0..6 {
         let projector = Service::start(Bin::Projector, &env, &logs, &[]).await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(50..1500))).await;
+        // Kill once it has passed a random point of what is left, a random few milliseconds
+        // later: anywhere in the life of a batch (reading, applying, committing, notifying).
+        let from = checkpoint(&pool, "read_model").await;
+        if from + 2 >= head {
+            break;
+        }
+        let target = rng.random_range(from + 1..head);
+        while checkpoint(&pool, "read_model").await < target {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..40))).await;
         projector.kill();
-        let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM read_model.checkpoint")
-            .fetch_one(&pool)
-            .await
-            .expect("checkpoint");
-        checkpoints.push(checkpoint as u64);
+        checkpoints.push(checkpoint(&pool, "read_model").await);
         drop(projector);
     }
     assert!(

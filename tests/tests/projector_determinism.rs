@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 use tests::db::TestDb;
 use tests::log::{self, at};
 use tests::process::{Bin, Service, ServiceEnv};
-use tests::read_model::{checkpoint, checksums, wait_for_checkpoint};
+use tests::read_model::{checkpoint, checksums, indexes, wait_for_checkpoint};
 
 async fn oid(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT 'read_model.share_links'::regclass::oid::bigint")
@@ -51,6 +51,8 @@ async fn a_rebuild_on_a_live_system_reproduces_the_live_read_models() {
     wait_for_checkpoint(&pool, head, Duration::from_secs(300)).await;
     let live = checksums(&pool, "read_model").await;
     let live_oid = oid(&pool).await;
+    let live_indexes = indexes(&pool, "read_model").await;
+    assert!(live_indexes.len() >= 8, "{live_indexes:?}");
 
     // A reader on one connection (so its prepared statements are reused across the swap).
     let reading = Arc::new(AtomicBool::new(true));
@@ -104,6 +106,11 @@ async fn a_rebuild_on_a_live_system_reproduces_the_live_read_models() {
         "the rebuilt tables were swapped in"
     );
     assert_eq!(checksums(&pool, "read_model").await, live);
+    assert_eq!(
+        indexes(&pool, "read_model").await,
+        live_indexes,
+        "every index readers use is back"
+    );
     let leftovers: Vec<String> = sqlx::query_scalar(
         "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'read_model%' ORDER BY 1",
     )
