@@ -106,6 +106,7 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
         "no kill landed in the middle of the rebuild ({progress:?} of {head}); the test proved nothing"
     );
     assert_eq!(checksums(&pool, "read_model").await, expected);
+    assert_eq!(indexes(&pool, "read_model").await, expected_indexes);
     assert_eq!(
         rebuild_checkpoint(&pool).await,
         None,
