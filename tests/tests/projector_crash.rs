@@ -44,7 +44,12 @@ async fn rebuild_checkpoint(pool: &PgPool) -> Option<u64> {
 async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
     let (db, pool, head) = log_of(tests::scale(100_000)).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    // Some forty commits per rebuild, whatever the scale: room for kills between them.
+    env.set(
+        "PROJECTOR_REBUILD_BATCH_SIZE",
+        (head / 40).max(50).to_string(),
+    );
 
     let started = Instant::now();
     let summary = rebuild(&env).await;
@@ -60,11 +65,12 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
         "the rebuild swapped in a checkpointed schema"
     );
 
-    // The same rebuild again, killed at random moments (anywhere from start-up to the swap),
-    // then restarted until it finishes.
+    // The same rebuild again, killed at random moments, then restarted until it finishes.
+    // Every other kill comes at a random time (start-up, catch-up, index building, swap); the
+    // others once the rebuild has passed a random point of what is left, plus a few
+    // milliseconds (mid-batch, for sure).
     let mut rng = rand::rng();
     let mut progress = Vec::new();
-    let mut kills = 0;
     for attempt in 0.. {
         let args: &[&str] = if attempt == 0 {
             &["rebuild", "--fresh"]
@@ -79,9 +85,23 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
             .kill_on_drop(true)
             .spawn()
             .expect("start the rebuild");
-        let kill_after = uninterrupted.mul_f64(rng.random_range(0.1..0.9));
-        let finished = if kills < 6 {
-            tokio::time::timeout(kill_after, child.wait()).await.ok()
+        let kill = async {
+            if attempt % 2 == 0 {
+                tokio::time::sleep(uninterrupted.mul_f64(rng.random_range(0.05..1.0))).await;
+            } else {
+                let from = rebuild_checkpoint(&pool).await.unwrap_or(0);
+                let target = rng.random_range(from..head.max(from + 1));
+                while rebuild_checkpoint(&pool).await.unwrap_or(0) < target {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
+            }
+        };
+        let finished = if attempt < 8 {
+            tokio::select! {
+                status = child.wait() => Some(status),
+                _ = kill => None,
+            }
         } else {
             Some(child.wait().await)
         };
@@ -94,7 +114,6 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
             None => {
                 child.start_kill().expect("SIGKILL");
                 child.wait().await.expect("reap the killed rebuild");
-                kills += 1;
                 progress.push(rebuild_checkpoint(&pool).await);
             }
         }
