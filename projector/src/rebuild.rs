@@ -97,6 +97,7 @@ pub async fn run(
     let mut events = 0u64;
     let mut last_log = Instant::now();
     let position = 'rebuild: loop {
+        bar.set_message("");
         let (reader, mut batches) = spawn_reader(store.clone(), checkpoint, settings.batch_size);
         while let Some(batch) = batches.recv().await {
             match batch::apply(pool, REBUILD, Mode::Rebuild, batch?).await? {
