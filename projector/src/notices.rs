@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 
 /// Notices waiting for the publishing task; beyond this they are dropped.
 const QUEUE: usize = 256;
+/// The most entries of one kind a message carries (2 000 token hashes are about 140 KB, far
+/// below NATS's 1 MB default payload limit); a bigger notice goes out in several messages.
+const MAX_ENTRIES: usize = 2_000;
 
 pub struct Notifier {
     queue: mpsc::Sender<ChangeNotice>,
@@ -52,8 +55,10 @@ impl Notifier {
 
     /// Queues `notice` for publishing; never waits.
     pub fn publish(&self, notice: ChangeNotice) {
-        if self.queue.try_send(notice).is_err() {
-            metrics::counter!("projector_notices_dropped_total").increment(1);
+        for piece in pieces(notice) {
+            if self.queue.try_send(piece).is_err() {
+                metrics::counter!("projector_notices_dropped_total").increment(1);
+            }
         }
     }
 
@@ -63,6 +68,40 @@ impl Notifier {
         drop(self.queue);
         let _ = tokio::time::timeout(timeout, self.task).await;
     }
+}
+
+/// `notice` cut into messages of at most [`MAX_ENTRIES`] entries per list, each with the same
+/// position and `rebuilt` flag.
+fn pieces(notice: ChangeNotice) -> Vec<ChangeNotice> {
+    let longest = [
+        notice.token_hashes.len(),
+        notice.share_ids.len(),
+        notice.track_ids.len(),
+        notice.collection_ids.len(),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(0);
+    if longest <= MAX_ENTRIES {
+        return vec![notice];
+    }
+    fn chunk<T: Clone>(list: &[T], i: usize) -> Vec<T> {
+        list.iter()
+            .skip(i * MAX_ENTRIES)
+            .take(MAX_ENTRIES)
+            .cloned()
+            .collect()
+    }
+    (0..longest.div_ceil(MAX_ENTRIES))
+        .map(|i| ChangeNotice {
+            position: notice.position,
+            token_hashes: chunk(&notice.token_hashes, i),
+            share_ids: chunk(&notice.share_ids, i),
+            track_ids: chunk(&notice.track_ids, i),
+            collection_ids: chunk(&notice.collection_ids, i),
+            rebuilt: notice.rebuilt,
+        })
+        .collect()
 }
 
 async fn publish(
@@ -93,5 +132,32 @@ async fn publish(
 async fn discard(mut notices: mpsc::Receiver<ChangeNotice>) {
     while notices.recv().await.is_some() {
         metrics::counter!("projector_notices_dropped_total").increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use events::share_token::TokenHash;
+
+    use super::*;
+
+    #[test]
+    fn big_notices_are_cut_into_pieces_that_keep_every_entry() {
+        let hashes: Vec<TokenHash> = (0..4_500).map(|i| TokenHash::of(&i.to_string())).collect();
+        let notice = ChangeNotice {
+            position: 42,
+            token_hashes: hashes.clone(),
+            ..ChangeNotice::default()
+        };
+        let pieces = pieces(notice);
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces
+            .iter()
+            .all(|p| p.position == 42 && p.token_hashes.len() <= MAX_ENTRIES));
+        let joined: Vec<TokenHash> = pieces.into_iter().flat_map(|p| p.token_hashes).collect();
+        assert_eq!(joined, hashes);
+
+        let small = ChangeNotice::heartbeat(7);
+        assert_eq!(super::pieces(small.clone()), vec![small]);
     }
 }
