@@ -1,6 +1,8 @@
 -- The read models, written only by the projector. Names are unqualified: the projector runs
 -- this in the live schema (`read_model`) and, for a rebuild, in a fresh schema beside it, then
--- swaps the two. Every statement is idempotent.
+-- swaps the two. Every statement is idempotent: a rebuild drops the non-unique indexes (they
+-- only serve readers) while it writes, and runs this file again to put them back before the swap.
+-- Unique indexes decide which of two creations of one id wins, so they stay.
 
 -- How far into the event log these tables reflect. Lives with the tables it describes, so a
 -- rebuild swaps both at once and they can never disagree.
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS collections (
     removed_at      timestamptz
 );
 
--- A collection's tracks in the owner's order (position 0 first).
+-- A collection's tracks in the owner's order (positions 0, 1, 2, ... without gaps). Removed
+-- tracks stay listed; the query side leaves them out of the view.
 CREATE TABLE IF NOT EXISTS collection_tracks (
     collection_id text    NOT NULL,
     position      integer NOT NULL,

@@ -1,10 +1,20 @@
-//! The `projector` binary: runs the subscription by default.
+//! The `projector` binary: runs the subscription by default; `rebuild`, `replay` and `status`
+//! are one-shot commands whose output goes to stdout (logs stay on stderr).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use events::EventStore;
 use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
 use service_kit::{server, telemetry};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::notices::Notifier;
+use crate::{rebuild, replay, status, subscription};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,6 +32,14 @@ pub struct Cli {
     /// Health and metrics of the projector.
     #[arg(long, env = "PROJECTOR_ADMIN_ADDR", default_value = "127.0.0.1:8082")]
     pub admin_addr: String,
+    /// Events per batch (one transaction each) while keeping the live read models current.
+    #[arg(long, env = "PROJECTOR_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+    /// How long an idle projector waits for a wake-up before polling the log, in milliseconds.
+    #[arg(long, env = "PROJECTOR_POLL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub poll_ms: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -30,6 +48,25 @@ pub struct Cli {
 pub enum Command {
     /// Keep the read models current (the default).
     Run,
+    /// Rebuild every read model from the first event beside the live ones, then swap them in.
+    /// Resumes an interrupted rebuild.
+    Rebuild {
+        /// Discard an interrupted rebuild and start from the first event.
+        #[arg(long)]
+        fresh: bool,
+        /// Events per batch (one transaction each).
+        #[arg(long, env = "PROJECTOR_REBUILD_BATCH_SIZE", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rebuild_batch_size: u32,
+    },
+    /// Print one stream's events as JSON lines, upcast to the current schema.
+    Replay {
+        /// The stream, e.g. `share-mslink_8c4e2a9f1b73`.
+        #[arg(long)]
+        stream: String,
+    },
+    /// Print the checkpoint, the head of the log and the lag.
+    Status,
 }
 
 pub fn main() -> ExitCode {
@@ -39,28 +76,91 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
+    let pool = migrations::prepare(
+        &cli.database.database_url,
+        cli.database.database_max_connections,
+    )
+    .await?;
+    let store = events::store::open(&backend, pool.clone()).await?;
+    let namespace = cli.nats.namespace(&cli.database);
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
-            let pool = migrations::prepare(
-                &cli.database.database_url,
-                cli.database.database_max_connections,
-            )
-            .await?;
-            let store = events::store::open(&backend, pool.clone()).await?;
-            let ready = server::ready_check(move || {
-                let (pool, store) = (pool.clone(), store.clone());
-                async move {
-                    server::postgres_ready(&pool).await?;
-                    store.head().await.map_err(|_| "event store".to_owned())?;
-                    Ok(())
-                }
-            });
-            let admin = server::finish(server::health_routes(ready));
-            let listener = server::bind(&cli.admin_addr, "projector").await?;
-            server::serve(listener, admin, server::shutdown_signal()).await?;
-            tracing::info!("projector stopped");
+            let settings = subscription::Settings {
+                batch_size: cli.batch_size as usize,
+                poll: Duration::from_millis(cli.poll_ms),
+            };
+            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            serve(pool, store, notifier, settings, &cli.admin_addr).await
+        }
+        Command::Rebuild {
+            fresh,
+            rebuild_batch_size,
+        } => {
+            let settings = rebuild::Settings {
+                batch_size: rebuild_batch_size as usize,
+                fresh,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            let summary = rebuild::run(&pool, store, Some(&notifier), &settings).await?;
+            notifier.close(Duration::from_secs(2)).await;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Replay { stream } => {
+            replay::run(&store, &stream, &mut std::io::stdout().lock()).await
+        }
+        Command::Status => {
+            print!("{}", status::read(&pool, &store).await?);
             Ok(())
         }
     }
+}
+
+/// The subscription beside the admin server (health, readiness, metrics), until SIGTERM or
+/// until the subscription fails.
+async fn serve(
+    pool: PgPool,
+    store: Arc<dyn EventStore>,
+    notifier: Notifier,
+    settings: subscription::Settings,
+    admin_addr: &str,
+) -> anyhow::Result<()> {
+    // Install the recorder before the first batch, or its counts go nowhere.
+    telemetry::metrics_handle();
+    let ready = server::ready_check({
+        let (pool, store) = (pool.clone(), store.clone());
+        move || {
+            let (pool, store) = (pool.clone(), store.clone());
+            async move {
+                server::postgres_ready(&pool).await?;
+                store.head().await.map_err(|_| "event store".to_owned())?;
+                Ok(())
+            }
+        }
+    });
+    let admin = server::finish(server::health_routes(ready));
+    let listener = server::bind(admin_addr, "projector").await?;
+
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut server_stop = stopping.clone();
+    let server = tokio::spawn(server::serve(listener, admin, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    }));
+
+    let projected = subscription::run(pool, store, &notifier, settings, stopping).await;
+    if let Err(e) = projected {
+        // Stop here, loudly: the caller logs and exits non-zero. The admin server goes with us.
+        server.abort();
+        return Err(e);
+    }
+    server.await??;
+    notifier.close(Duration::from_secs(2)).await;
+    tracing::info!("projector stopped");
+    Ok(())
 }

@@ -9,9 +9,11 @@ pub mod audio;
 pub mod browser;
 pub mod conformance;
 pub mod db;
+pub mod log;
 pub mod nats;
 pub mod postgres;
 pub mod process;
+pub mod read_model;
 pub mod stack;
 
 /// A size for a heavy test: `MS_TEST_SCALE` (a fraction, default 1.0) times `full`, at least 1.

@@ -85,7 +85,8 @@ impl ServiceEnv {
         self
     }
 
-    fn command(&self, bin: Bin, args: &[&str]) -> Command {
+    /// The command that runs `bin` with this environment (and nothing else from the test's).
+    pub fn command(&self, bin: Bin, args: &[&str]) -> Command {
         let mut command = Command::new(bin.path());
         command.args(args).env_clear();
         for key in ["PATH", "HOME"] {
