@@ -5,9 +5,11 @@
 //! that stop a server start a private one ([`nats::PrivateNats`]) and never touch the shared
 //! ones. Sizes of heavy tests come from [`scale`], which CI sets small.
 
+pub mod browser;
 pub mod conformance;
 pub mod db;
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod stack;
 
