@@ -8,7 +8,12 @@ use query_fixture::{audio_bytes, query_param, QueryEnv, ShareOpts};
 use serde_json::{json, Value};
 
 fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     k.sort_unstable();
     k
 }
@@ -53,7 +58,9 @@ fn check_track_view(view: &Value, id: &str, title: &str) {
     assert!((295..=301).contains(&ttl), "ttl {ttl}");
     let sig = query_param(url, "sig");
     assert_eq!(sig.len(), 64);
-    assert!(sig.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(sig
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,12 +99,23 @@ async fn a_track_share_resolves_to_exactly_the_source_page_shape() {
     assert_eq!(h["x-robots-tag"], "noindex", "link_only is not indexed");
     assert_eq!(h["ratelimit-limit"], "60");
     assert_eq!(h["ratelimit-remaining"], "19");
-    assert!(h["content-type"].to_str().expect("ct").starts_with("application/json"));
+    assert!(h["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("application/json"));
     let body: Value = response.json().await.expect("json");
 
     assert_eq!(
         keys(&body),
-        ["available", "collection", "kind", "message", "share", "track", "tracks"]
+        [
+            "available",
+            "collection",
+            "kind",
+            "message",
+            "share",
+            "track",
+            "tracks"
+        ]
     );
     assert_eq!(body["kind"], "track");
     assert_eq!(body["available"], true);
@@ -212,9 +230,15 @@ async fn every_dead_link_gets_the_identical_answer() {
         )
         .await;
     let api = q.start_query(&[("RESOLVE_BURST", "100")]).await;
-    assert_eq!(q.resolve(&api, &limited).await.0, 200, "the one allowed view");
+    assert_eq!(
+        q.resolve(&api, &limited).await.0,
+        200,
+        "the one allowed view"
+    );
 
-    let unknown = events::share_token::ShareToken::generate().expose().to_owned();
+    let unknown = events::share_token::ShareToken::generate()
+        .expose()
+        .to_owned();
     let long = "a".repeat(3000);
     let causes: Vec<(&str, String)> = vec![
         ("unknown", unknown),
@@ -283,7 +307,15 @@ async fn removed_content_answers_unavailable_with_every_key() {
         assert_eq!(status, 200, "{kind}");
         assert_eq!(
             keys(&body),
-            ["available", "collection", "kind", "message", "share", "track", "tracks"]
+            [
+                "available",
+                "collection",
+                "kind",
+                "message",
+                "share",
+                "track",
+                "tracks"
+            ]
         );
         assert_eq!(body["kind"], kind);
         assert_eq!(body["available"], false);

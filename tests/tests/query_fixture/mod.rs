@@ -108,7 +108,12 @@ impl QueryEnv {
     }
 
     /// A share row for `target`; returns (raw token, share id).
-    pub async fn share(&self, target_type: &str, target_id: &str, opts: ShareOpts) -> (String, String) {
+    pub async fn share(
+        &self,
+        target_type: &str,
+        target_id: &str,
+        opts: ShareOpts,
+    ) -> (String, String) {
         let token = ShareToken::generate();
         let share_id = events::ids::ShareLinkId::generate().as_str().to_owned();
         sqlx::query(
@@ -143,7 +148,9 @@ impl QueryEnv {
 
     /// The resolve's status and JSON body.
     pub async fn resolve(&self, service: &Service, token: &str) -> (u16, Value) {
-        let response = self.get(service, &format!("/v1/music/shared/{token}")).await;
+        let response = self
+            .get(service, &format!("/v1/music/shared/{token}"))
+            .await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("json body"))
     }
@@ -208,7 +215,9 @@ pub fn query_param(url: &str, name: &str) -> String {
 /// The path and query of a playback URL (its host is MEDIA_BASE_URL, not the test server).
 pub fn path_and_query(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    rest.find('/').map(|i| rest[i..].to_owned()).unwrap_or_default()
+    rest.find('/')
+        .map(|i| rest[i..].to_owned())
+        .unwrap_or_default()
 }
 
 pub fn audio_bytes(n: usize) -> Vec<u8> {
