@@ -227,3 +227,74 @@ pub fn audio_bytes(n: usize) -> Vec<u8> {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+// Through the real command API (for the end-to-end tests and the latency benchmark).
+
+pub const ORG: &str = "org_e2e_music";
+pub const USER: &str = "usr_0000000000e1";
+
+/// One second of silence as 16-bit mono PCM WAV.
+pub fn wav() -> Vec<u8> {
+    let rate = 8000u32;
+    let data = vec![0u8; rate as usize * 2];
+    let mut out = Vec::with_capacity(44 + data.len());
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+pub async fn upload_via_api(stack: &tests::stack::Stack, key: &str) -> String {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "audio",
+            reqwest::multipart::Part::bytes(wav())
+                .file_name("silence.wav")
+                .mime_str("audio/wav")
+                .expect("mime"),
+        )
+        .text("title", "End to end")
+        .text("engine", "studio")
+        .text("mode", "creation")
+        .text("instrumental", "true")
+        .text("licence_class", "personal_only");
+    let response = stack
+        .http
+        .post(stack.command.url(&format!("/v1/music/{ORG}/tracks")))
+        .header("x-api-key", key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let body: Value = response.json().await.expect("track");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+pub async fn share_via_api(
+    stack: &tests::stack::Stack,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = stack
+        .http
+        .post(stack.command.url(&format!("/v1/music/{ORG}/{path}/share")))
+        .header("x-api-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("share");
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json().await.expect("share link")
+}
