@@ -404,21 +404,39 @@ async fn stack_latency(rows: &mut Vec<Row>) {
     })
     .await;
     let second = stack.start_another(Bin::QueryApi).await;
-    let key = stack
-        .api_key(query_fixture::USER, &[query_fixture::ORG])
-        .await;
-    let probe = stack
-        .http
-        .post(
-            stack
-                .command
-                .url(&format!("/v1/music/{}/tracks", query_fixture::ORG)),
+    let created_key = stack
+        .env
+        .run(
+            Bin::CommandApi,
+            &[
+                "admin",
+                "create-key",
+                "--user",
+                query_fixture::USER,
+                "--org",
+                query_fixture::ORG,
+            ],
         )
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0);
+        .await;
+    let key = String::from_utf8_lossy(&created_key.stdout)
+        .trim()
+        .to_owned();
+    let probe = if created_key.status.success() {
+        stack
+            .http
+            .post(
+                stack
+                    .command
+                    .url(&format!("/v1/music/{}/tracks", query_fixture::ORG)),
+            )
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    } else {
+        0
+    };
     if probe == 404 || probe == 0 || key.is_empty() {
         record(
             rows,
