@@ -2,9 +2,11 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-ARG CARGO_FEATURES=kurrentdb
+# The KurrentDB backend is compiled in by default; build with `--build-arg CARGO_FEATURES=` for a
+# PostgreSQL-only image.
+ARG CARGO_FEATURES="command-api/kurrentdb projector/kurrentdb"
 RUN cargo build --release --locked --bins \
-      -p command-api -p projector -p query-api --features "events/${CARGO_FEATURES}"
+      -p command-api -p projector -p query-api --features "${CARGO_FEATURES}"
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -104,6 +104,34 @@ pub trait EventStore: Send + Sync + 'static {
     fn wake_ups(&self) -> watch::Receiver<Position>;
 }
 
+/// What every backend refuses before it touches the log: stream names it cannot hold, versions
+/// beyond the log's range (both backends count in signed 64 bits), payloads that are not objects.
+fn validate(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    if stream.as_str().is_empty() || stream.as_str().len() > 200 {
+        return Err(StoreError::Rejected(
+            "a stream name must be 1 to 200 bytes".to_owned(),
+        ));
+    }
+    if let ExpectedVersion::Exact(v) = expected {
+        if i64::try_from(v).is_err() {
+            return Err(StoreError::Rejected(format!(
+                "{v} is beyond the log's range"
+            )));
+        }
+    }
+    if let Some(bad) = events.iter().find(|e| !e.payload.is_object()) {
+        return Err(StoreError::Rejected(format!(
+            "event {} ({}) has a payload that is not a JSON object",
+            bad.event_id, bad.event_type
+        )));
+    }
+    Ok(())
+}
+
 /// Which backend to use, from `EVENT_STORE` and `KURRENTDB_URL`.
 #[derive(Clone, Debug)]
 pub enum Backend {

@@ -26,7 +26,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{AppendOutcome, EventStore, ExpectedVersion, Position, StoreError};
+use super::{validate, AppendOutcome, EventStore, ExpectedVersion, Position, StoreError};
 use crate::envelope::{NewEvent, RecordedEvent, StreamId};
 
 /// The channel `append_batch` notifies with the new head position.
@@ -138,28 +138,6 @@ impl EventStore for PostgresEventStore {
             })
             .clone()
     }
-}
-
-fn validate(
-    stream: &StreamId,
-    expected: ExpectedVersion,
-    events: &[NewEvent],
-) -> Result<(), StoreError> {
-    if stream.as_str().is_empty() || stream.as_str().len() > 200 {
-        return Err(StoreError::Rejected(
-            "a stream name must be 1 to 200 bytes".to_owned(),
-        ));
-    }
-    if let ExpectedVersion::Exact(v) = expected {
-        to_i64(v)?;
-    }
-    if let Some(bad) = events.iter().find(|e| !e.payload.is_object()) {
-        return Err(StoreError::Rejected(format!(
-            "event {} ({}) has a payload that is not a JSON object",
-            bad.event_id, bad.event_type
-        )));
-    }
-    Ok(())
 }
 
 /// The one task that writes: collects whatever appends are waiting and commits them together.
