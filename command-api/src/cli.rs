@@ -1,12 +1,18 @@
 //! The `command-api` binary: serves the API by default; `admin` holds operator commands.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use service_kit::config::{DatabaseArgs, EventStoreArgs};
+use clap::{Args, Parser, Subcommand};
+use events::ids::{OrganizationId, UserId};
+use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
 use service_kit::{server, telemetry};
 
-use crate::app::{self, AppState};
+use crate::app::{self, AppState, Settings};
+use crate::identity;
+use crate::read_your_writes::ProjectorProgress;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,17 +25,55 @@ pub struct Cli {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub event_store: EventStoreArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "COMMAND_API_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+    /// Share `url`s are `{PUBLIC_BASE_URL}/v1/music/shared/{token}` (the query API's address).
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8081")]
+    pub public_base_url: String,
+    /// Where uploaded audio is kept (content-addressed by SHA-256).
+    #[arg(long, env = "MEDIA_DIR", default_value = "./data/media")]
+    pub media_dir: PathBuf,
+    /// The largest audio upload accepted, in bytes (413 above it).
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = 104_857_600)]
+    pub max_upload_bytes: u64,
+    /// How long a command waits for the projector to catch up with its events before answering
+    /// (only while a projector is heard on NATS; 0 disables the wait).
+    #[arg(long, env = "READ_YOUR_WRITES_TIMEOUT_MS", default_value_t = 2000)]
+    pub read_your_writes_timeout_ms: u64,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
     Serve,
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// Prints a new API key for USER (only the key, on stdout), creating the user, the
+    /// organizations and the memberships if missing.
+    CreateKey {
+        /// The user the key belongs to (`usr_` + 12 hex).
+        #[arg(long, value_parser = identity::parse_user)]
+        user: UserId,
+        /// An organization the user belongs to (`org_…`); may repeat.
+        #[arg(long = "org", value_parser = identity::parse_organization)]
+        orgs: Vec<OrganizationId>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -39,26 +83,52 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.database, cli.event_store, &cli.addr).await,
+    match cli.command {
+        None | Some(Command::Serve) => {
+            serve(cli.database, cli.event_store, cli.nats, cli.serve).await
+        }
+        Some(Command::Admin(Admin::CreateKey { user, orgs })) => {
+            let pool = migrations::prepare(&cli.database.database_url, 1).await?;
+            let key = identity::create_key(&pool, &user, &orgs).await?;
+            println!("{key}");
+            Ok(())
+        }
     }
 }
 
 async fn serve(
     database: DatabaseArgs,
     event_store: EventStoreArgs,
-    addr: &str,
+    nats: NatsArgs,
+    args: ServeArgs,
 ) -> anyhow::Result<()> {
+    // Install the metrics recorder now: counts recorded before the first scrape would be lost.
+    telemetry::metrics_handle();
     let backend = event_store.backend().map_err(anyhow::Error::msg)?;
     let pool =
         migrations::prepare(&database.database_url, database.database_max_connections).await?;
     let store = events::store::open(&backend, pool.clone()).await?;
+    let namespace = nats.namespace(&database);
+    let projector = ProjectorProgress::listen(
+        nats.nats_url.clone(),
+        &namespace,
+        Duration::from_millis(args.read_your_writes_timeout_ms),
+    );
+    let settings = Settings {
+        public_base_url: args.public_base_url.trim_end_matches('/').to_owned(),
+        media_dir: args.media_dir,
+        max_upload_bytes: args.max_upload_bytes,
+        index_flushed_by_append: matches!(backend, events::store::Backend::Postgres),
+    };
     let state = AppState {
         api_keys: service_kit::auth::ApiKeys::new(pool.clone()),
         pool,
         store,
+        settings: Arc::new(settings),
+        projector,
+        stream_locks: Default::default(),
     };
-    let listener = server::bind(addr, "command-api").await?;
+    let listener = server::bind(&args.addr, "command-api").await?;
     server::serve(listener, app::router(state), server::shutdown_signal()).await?;
     tracing::info!("command-api stopped");
     Ok(())

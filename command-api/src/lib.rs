@@ -1,9 +1,22 @@
 //! The command API: authenticated writes.
 //!
 //! It owns the decisions: a command loads the streams it needs from the event store, decides, and
-//! appends with the version it decided from. It also owns the identity tables and the small
-//! indexes it needs to decide (the share-token index). It must never read the projector's tables:
-//! the command side keeps working while the projector is down.
+//! appends with the version it decided from ([`decide`]). It also owns the identity tables
+//! ([`identity`]) and the small indexes it needs to decide (the share-token index, [`shares`]),
+//! and the media files it measured ([`audio`]). It must never read the projector's tables: the
+//! command side keeps working while the projector is down. The one exception is a single
+//! read-only row of `query_side.share_usage` when saving a shared track (see [`library`]), since
+//! only the query side knows how often a link was opened.
 
 pub mod app;
+pub mod audio;
 pub mod cli;
+pub mod collections;
+pub mod decide;
+pub mod identity;
+pub mod library;
+pub mod media;
+pub mod params;
+pub mod read_your_writes;
+pub mod shares;
+pub mod tracks;

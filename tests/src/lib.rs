@@ -5,6 +5,7 @@
 //! that stop a server start a private one ([`nats::PrivateNats`]) and never touch the shared
 //! ones. Sizes of heavy tests come from [`scale`], which CI sets small.
 
+pub mod audio;
 pub mod browser;
 pub mod conformance;
 pub mod db;

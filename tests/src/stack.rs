@@ -55,20 +55,7 @@ impl Stack {
 
     /// A fresh API key for `user` in `orgs` (created if missing), via `command-api admin create-key`.
     pub async fn api_key(&self, user: &str, orgs: &[&str]) -> String {
-        let mut args = vec!["admin", "create-key", "--user", user];
-        for org in orgs {
-            args.extend(["--org", org]);
-        }
-        let output = self.env.run(Bin::CommandApi, &args).await;
-        assert!(
-            output.status.success(),
-            "create-key failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .expect("utf-8 key")
-            .trim()
-            .to_owned()
+        create_api_key(&self.env, user, orgs).await
     }
 
     /// Every log line every service of this stack has written so far.
@@ -81,4 +68,23 @@ impl Stack {
         }
         all
     }
+}
+
+/// A fresh API key for `user` in `orgs` on `env`'s database, via `command-api admin create-key`
+/// (for tests that start the command API alone).
+pub async fn create_api_key(env: &ServiceEnv, user: &str, orgs: &[&str]) -> String {
+    let mut args = vec!["admin", "create-key", "--user", user];
+    for org in orgs {
+        args.extend(["--org", org]);
+    }
+    let output = env.run(Bin::CommandApi, &args).await;
+    assert!(
+        output.status.success(),
+        "create-key failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8 key")
+        .trim()
+        .to_owned()
 }

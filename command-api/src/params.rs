@@ -1,0 +1,48 @@
+//! Path parameters that fail in the contract's envelope.
+//!
+//! Axum's `Path` rejection answers in plain text. A path whose segments cannot be extracted names
+//! no resource, so it is a 404 like any other unknown resource. Ids stay strings here and are
+//! parsed by the handlers, which know which id a bad segment is and say so in `details`.
+
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use service_kit::ApiError;
+
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(params)| PathParams(params))
+            .map_err(|_| ApiError::not_found("No resource matches this path"))
+    }
+}
+
+/// Parses an id from the path; a malformed one is a 404 naming the parameter.
+pub fn path_id<T, E>(
+    field: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(raw).map_err(|_| not_found(field, raw))
+}
+
+/// The one 404 of the command routes: absent, removed, another organization's, or not the
+/// caller's. `details` names the id the caller sent, as the source pages show.
+pub fn not_found(field: &str, id: &str) -> ApiError {
+    let what = match field {
+        "track_id" => "Track",
+        "collection_id" => "Collection",
+        "share_id" => "Share link",
+        _ => "Resource",
+    };
+    ApiError::not_found(format!("{what} not found or not owned by caller")).with_detail(field, id)
+}

@@ -1,0 +1,335 @@
+//! Share links: create one for a track or a collection, and revoke it.
+//!
+//! A share's stream is `share-{id}`. The raw token comes from the OS CSPRNG and leaves this
+//! process exactly once, in the `201` body; `ShareCreated` and the token index carry only its
+//! SHA-256. The index row (`command_side.share_tokens`) is written *before* the event: if the
+//! append then fails, the row points at an empty stream, which every reader takes as "no such
+//! share"; the other order could leave a live share that no token finds.
+
+use axum::extract::State;
+use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility};
+use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
+use events::share_token::ShareToken;
+use events::{ExpectedVersion, MusicEvent, StreamId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use service_kit::auth::Caller;
+use service_kit::json::OptionalJson;
+use service_kit::server::ack;
+use service_kit::ApiError;
+use sqlx::PgPool;
+
+use crate::app::AppState;
+use crate::collections;
+use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
+use crate::params::{not_found, path_id, PathParams};
+use crate::tracks;
+
+/// `expires_in_days` above this is clamped to it.
+pub const MAX_EXPIRY_DAYS: i64 = 90;
+
+/// A share link as decided from its stream.
+#[derive(Clone, Debug)]
+pub struct ShareLink {
+    pub created: ShareCreated,
+    pub revoked: bool,
+}
+
+impl ShareLink {
+    pub fn from_history(history: &History) -> Option<ShareLink> {
+        let mut share: Option<ShareLink> = None;
+        for recorded in &history.events {
+            match &recorded.event {
+                MusicEvent::ShareCreated(created) => {
+                    share = Some(ShareLink {
+                        created: created.clone(),
+                        revoked: false,
+                    })
+                }
+                MusicEvent::ShareRevoked(_) => {
+                    if let Some(share) = &mut share {
+                        share.revoked = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        share
+    }
+
+    /// Neither revoked nor expired at `now`. (Over `max_views` is the query side's to know.)
+    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.created.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+pub async fn load(
+    state: &AppState,
+    id: &ShareLinkId,
+) -> Result<(Option<ShareLink>, History), ApiError> {
+    let history = decide::read(state.store.as_ref(), &StreamId::share(id)).await?;
+    Ok((ShareLink::from_history(&history), history))
+}
+
+/// The optional body of both share routes. Fields are taken as raw JSON so that every wrong one
+/// is reported, each with a reason in the contract's words; unknown fields are ignored.
+#[derive(Default, Deserialize)]
+pub struct ShareRequest {
+    #[serde(default)]
+    visibility: Option<Value>,
+    #[serde(default)]
+    expires_in_days: Option<Value>,
+    #[serde(default)]
+    max_views: Option<Value>,
+}
+
+/// The request, valid.
+struct ShareOptions {
+    visibility: Visibility,
+    /// Already clamped to [`MAX_EXPIRY_DAYS`]; `None`: never expires.
+    expires_in_days: Option<i64>,
+    max_views: Option<u32>,
+}
+
+impl ShareRequest {
+    fn validate(self) -> Result<ShareOptions, ApiError> {
+        let mut problems = Vec::new();
+        let visibility = match self.visibility {
+            None => Visibility::LinkOnly,
+            Some(Value::String(v)) if v == "link_only" => Visibility::LinkOnly,
+            Some(Value::String(v)) if v == "public" => Visibility::Public,
+            Some(_) => {
+                problems.push((
+                    "visibility".to_owned(),
+                    "must be \"link_only\" or \"public\"".to_owned(),
+                ));
+                Visibility::LinkOnly
+            }
+        };
+        // JSON integers only: "3", 2.5 and 2.0 are refused, as are integers below 1. Integers
+        // too large for 64 bits arrive as floats and are refused too.
+        let positive_integer = |value: &Value| value.as_u64().filter(|n| *n >= 1);
+        let expires_in_days = match &self.expires_in_days {
+            None => None,
+            Some(v) => match positive_integer(v) {
+                Some(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
+                None => {
+                    problems.push((
+                        "expires_in_days".to_owned(),
+                        "must be an integer of at least 1".to_owned(),
+                    ));
+                    None
+                }
+            },
+        };
+        let max_views = match &self.max_views {
+            None => None,
+            Some(v) => match positive_integer(v).and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Some(n),
+                None => {
+                    problems.push((
+                        "max_views".to_owned(),
+                        format!("must be an integer from 1 to {}", u32::MAX),
+                    ));
+                    None
+                }
+            },
+        };
+        if problems.is_empty() {
+            Ok(ShareOptions {
+                visibility,
+                expires_in_days,
+                max_views,
+            })
+        } else {
+            Err(ApiError::validation(problems))
+        }
+    }
+}
+
+/// `POST /v1/music/{org}/tracks/{track_id}/share`: the track's creator only.
+pub async fn share_track(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, track_id)): PathParams<(String, String)>,
+    OptionalJson(body): OptionalJson<ShareRequest>,
+) -> Result<Response, ApiError> {
+    let org = caller.member_of(&org)?;
+    let id = path_id("track_id", &track_id, TrackId::parse)?;
+    let options = body.validate()?;
+    let ctx = CommandContext::new(&caller);
+    let (track, _) = tracks::load(&state, &id).await?;
+    if !track.is_some_and(|t| t.is_live_in(&org) && t.imported.owner_id == ctx.actor) {
+        return Err(not_found("track_id", id.as_str()));
+    }
+    create(
+        &state,
+        &ctx,
+        &org,
+        TargetType::Track,
+        id.to_string(),
+        options,
+    )
+    .await
+}
+
+/// `POST /v1/music/{org}/collections/{coll}/share`: the collection's creator only.
+pub async fn share_collection(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, collection_id)): PathParams<(String, String)>,
+    OptionalJson(body): OptionalJson<ShareRequest>,
+) -> Result<Response, ApiError> {
+    let org = caller.member_of(&org)?;
+    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
+    let options = body.validate()?;
+    let ctx = CommandContext::new(&caller);
+    let (collection, _) = collections::load(&state, &id).await?;
+    if !collection.is_some_and(|c| c.is_owned_in(&org, &ctx)) {
+        return Err(not_found("collection_id", id.as_str()));
+    }
+    let target = id.to_string();
+    create(&state, &ctx, &org, TargetType::Collection, target, options).await
+}
+
+async fn create(
+    state: &AppState,
+    ctx: &CommandContext,
+    org: &OrganizationId,
+    target_type: TargetType,
+    target_id: String,
+    options: ShareOptions,
+) -> Result<Response, ApiError> {
+    let created_at = ctx.now();
+    let expires_at = options
+        .expires_in_days
+        .map(|days| created_at + chrono::Duration::days(days));
+    let (target_id, options) = (&target_id, &options);
+    let (created, token) = decide::new_stream(state, ctx, move || async move {
+        // A fresh id and token per attempt: a new share can only conflict on a collision.
+        let token = ShareToken::generate();
+        let share_id = ShareLinkId::generate();
+        if !index_token(
+            &state.pool,
+            state.settings.index_flushed_by_append,
+            &token,
+            &share_id,
+        )
+        .await?
+        {
+            return Err(Attempt::Conflict);
+        }
+        let created = ShareCreated {
+            share_id: share_id.clone(),
+            token_hash: token.hash(),
+            target_type,
+            target_id: target_id.clone(),
+            organization_id: org.clone(),
+            owner_id: ctx.actor.clone(),
+            visibility: options.visibility,
+            expires_at,
+            max_views: options.max_views,
+        };
+        let event = MusicEvent::ShareCreated(created.clone());
+        let stream = StreamId::share(&share_id);
+        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
+        Ok((created, token))
+    })
+    .await?;
+    let body = json!({
+        "id": created.share_id,
+        "token": token.expose(),
+        "url": format!("{}/v1/music/shared/{}", state.settings.public_base_url, token.expose()),
+        "target_type": created.target_type.as_str(),
+        "target_id": created.target_id,
+        "visibility": created.visibility.as_str(),
+        "expires_at": created.expires_at.map(rfc3339),
+        "max_views": created.max_views,
+        "created_at": rfc3339(created_at),
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    // The body holds a secret shown once: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Records which share a token's hash belongs to. `false` if the share id (or, astronomically
+/// unlikely, the hash) is taken: the caller retries with new ones.
+///
+/// When the event log lives in this same PostgreSQL database, the row is committed without
+/// waiting for its own WAL flush: the `ShareCreated` append that follows commits synchronously,
+/// and flushing the WAL up to that commit flushes this row too, so a share whose event is durable
+/// always has its row. That halves the fsyncs a share costs. With another event store the row is
+/// flushed on its own.
+async fn index_token(
+    pool: &PgPool,
+    flushed_by_append: bool,
+    token: &ShareToken,
+    share_id: &ShareLinkId,
+) -> Result<bool, sqlx::Error> {
+    // One statement, so one round trip: `set_config(.., true)` lasts until the end of the
+    // statement's own transaction, i.e. through its commit.
+    let sql = if flushed_by_append {
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
+         INSERT INTO command_side.share_tokens (token_hash, share_id) \
+         SELECT $1, $2 FROM relaxed ON CONFLICT DO NOTHING"
+    } else {
+        "INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING"
+    };
+    let inserted = sqlx::query(sql)
+        .bind(token.hash().as_str())
+        .bind(share_id.as_str())
+        .execute(pool)
+        .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The share a token's hash names in the index, if any.
+pub async fn find_by_token(
+    pool: &PgPool,
+    token: &ShareToken,
+) -> Result<Option<ShareLinkId>, sqlx::Error> {
+    let share_id: Option<String> =
+        sqlx::query_scalar("SELECT share_id FROM command_side.share_tokens WHERE token_hash = $1")
+            .bind(token.hash().as_str())
+            .fetch_optional(pool)
+            .await?;
+    Ok(share_id.and_then(|id| ShareLinkId::parse(&id).ok()))
+}
+
+/// `DELETE /v1/music/{org}/share/{share_id}`: the creator only; idempotent.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, share_id)): PathParams<(String, String)>,
+) -> Result<Response, ApiError> {
+    let org = caller.member_of(&org)?;
+    let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
+    let ctx = CommandContext::new(&caller);
+    let (state, ctx, org, id) = (&state, &ctx, &org, &id);
+    let stream = &StreamId::share(id);
+    decide::on_stream(state, ctx, stream, move || async move {
+        let (share, history) = load(state, id).await?;
+        let share = share
+            .filter(|s| &s.created.organization_id == org && s.created.owner_id == ctx.actor)
+            .ok_or_else(|| not_found("share_id", id.as_str()))?;
+        if share.revoked {
+            return Ok(());
+        }
+        let event = MusicEvent::ShareRevoked(ShareRevoked {
+            share_id: id.clone(),
+        });
+        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
+        Ok::<_, Attempt>(())
+    })
+    .await?;
+    Ok(ack(StatusCode::OK, id.as_str(), "Share link revoked."))
+}

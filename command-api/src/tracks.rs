@@ -1,0 +1,511 @@
+//! Tracks: import (a multipart upload, measured) and delete.
+//!
+//! A track's stream is `track-{id}`: `TrackImported`, then perhaps `ContentRemoved`. Import is the
+//! only command that takes a file; the file is streamed to disk, measured by decoding it, and
+//! moved into the content-addressed media directory before the event is appended, so a track
+//! never exists without its audio.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use events::event::{ContentRemoved, MediaFile, TargetType, TrackImported};
+use events::ids::{OrganizationId, TrackId};
+use events::licence::{self, LicenceClass};
+use events::{ExpectedVersion, MusicEvent, StreamId};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use service_kit::auth::Caller;
+use service_kit::server::ack;
+use service_kit::ApiError;
+
+use crate::app::AppState;
+use crate::audio;
+use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
+use crate::media::TempUpload;
+use crate::params::{not_found, path_id, PathParams};
+
+pub const TITLE_MAX_CHARS: usize = 512;
+/// `engine` and `mode` are short keys (`studio`, `creation`).
+pub const KEY_MAX_CHARS: usize = 64;
+/// A text field of the form larger than this is refused without reading further.
+const TEXT_FIELD_MAX_BYTES: usize = 16 * 1024;
+/// Room for the form's text fields and boundaries on top of the audio itself.
+pub const FORM_OVERHEAD_BYTES: u64 = 256 * 1024;
+
+/// A track as decided from its stream.
+#[derive(Clone, Debug)]
+pub struct Track {
+    pub imported: TrackImported,
+    pub created_at: DateTime<Utc>,
+    pub removed: bool,
+}
+
+impl Track {
+    /// Folds a track stream; `None` if it holds no `TrackImported`.
+    pub fn from_history(history: &History) -> Option<Track> {
+        let mut track: Option<Track> = None;
+        for recorded in &history.events {
+            match &recorded.event {
+                MusicEvent::TrackImported(imported) => {
+                    track = Some(Track {
+                        imported: imported.clone(),
+                        created_at: recorded.occurred_at,
+                        removed: false,
+                    })
+                }
+                MusicEvent::ContentRemoved(_) => {
+                    if let Some(track) = &mut track {
+                        track.removed = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        track
+    }
+
+    /// Live and in `org`: what every command that points at a track requires.
+    pub fn is_live_in(&self, org: &OrganizationId) -> bool {
+        !self.removed && &self.imported.organization_id == org
+    }
+}
+
+/// Reads a track's stream.
+pub async fn load(state: &AppState, id: &TrackId) -> Result<(Option<Track>, History), ApiError> {
+    let history = decide::read(state.store.as_ref(), &StreamId::track(id)).await?;
+    Ok((Track::from_history(&history), history))
+}
+
+/// `POST /v1/music/{org}/tracks`
+///
+/// Authentication and the path are checked by hand rather than by extractors, so that a refused
+/// upload can still read (and discard) the body it refuses: a server that answers early and
+/// closes a connection the client is still writing to makes most clients lose the answer.
+pub async fn import(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let limit = state.settings.max_upload_bytes;
+    let body_limit = limit.saturating_add(FORM_OVERHEAD_BYTES);
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let admitted = async {
+        let caller = Caller::from_request_parts(&mut parts, &state).await?;
+        let PathParams(org) = PathParams::<String>::from_request_parts(&mut parts, &state).await?;
+        let org = caller.member_of(&org)?;
+        if !is_multipart(&parts.headers) {
+            return Err(ApiError::bad_request(
+                "Expected a multipart/form-data body with a boundary",
+            ));
+        }
+        Ok((caller, org))
+    }
+    .await;
+    if declared.is_some_and(|n| n > body_limit) {
+        // Far too large to read just to refuse it; clients that send `Expect: 100-continue`
+        // get this answer before sending the body.
+        return admitted
+            .err()
+            .unwrap_or_else(|| ApiError::payload_too_large(limit))
+            .into_response();
+    }
+    let (caller, org) = match admitted {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            discard_body(body, body_limit).await;
+            return refused.into_response();
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    let mut multipart = match Multipart::from_request(request, &state).await {
+        Ok(multipart) => multipart,
+        Err(_) => {
+            return ApiError::bad_request("Expected a multipart/form-data body with a boundary")
+                .into_response()
+        }
+    };
+    let form = match read_form(&mut multipart, &state).await {
+        Ok(form) => form,
+        Err(refused) => {
+            discard_fields(&mut multipart).await;
+            return refused.into_response();
+        }
+    };
+    import_form(&state, &caller, org, form)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How long a refused upload may take to send the rest of its body.
+const DISCARD_FOR: Duration = Duration::from_secs(30);
+
+fn is_multipart(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_ascii_lowercase())
+        .is_some_and(|v| v.starts_with("multipart/form-data") && v.contains("boundary="))
+}
+
+/// Reads and drops up to `limit` bytes of a body nobody will use.
+async fn discard_body(body: Body, limit: u64) {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads and drops what is left of a refused form (bounded by the route's body limit).
+async fn discard_fields(multipart: &mut Multipart) {
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
+        }
+    })
+    .await;
+}
+
+/// Validates the received form, measures the audio, stores it and appends `TrackImported`.
+async fn import_form(
+    state: &AppState,
+    caller: &Caller,
+    org: OrganizationId,
+    form: Form,
+) -> Result<Response, ApiError> {
+    let ctx = CommandContext::new(caller);
+    let (fields, mut upload) = form.validate();
+    let mut problems = fields.as_ref().err().cloned().unwrap_or_default();
+
+    let measured = match &mut upload {
+        Some(upload) => {
+            let sha256 = upload.finish().await.map_err(ApiError::internal)?;
+            let path = upload.path().to_owned();
+            let measured = tokio::task::spawn_blocking(move || audio::measure(&path))
+                .await
+                .unwrap_or_else(|panic| {
+                    tracing::warn!(error = %panic, "the audio decoder panicked");
+                    Err(audio::NotAudio("could not be decoded".to_owned()))
+                });
+            match measured {
+                Ok(measured) => Some((measured, sha256, upload.bytes())),
+                Err(why) => {
+                    problems.push(("audio".to_owned(), why.0));
+                    None
+                }
+            }
+        }
+        None => {
+            problems.push(("audio".to_owned(), "is required (an audio file)".to_owned()));
+            None
+        }
+    };
+    let (Ok(fields), Some((measured, sha256, bytes)), Some(upload)) = (fields, measured, upload)
+    else {
+        problems.sort();
+        return Err(ApiError::validation(problems));
+    };
+
+    let media = MediaFile {
+        sha256,
+        content_type: measured.content_type.to_owned(),
+        bytes,
+    };
+    let relative = media
+        .relative_path()
+        .ok_or_else(|| ApiError::internal("a SHA-256 that is not 64 hex"))?;
+    upload
+        .persist(&state.settings.media_dir.join(relative))
+        .await
+        .map_err(ApiError::internal)?;
+
+    let (ctx, org, fields, media) = (&ctx, &org, &fields, &media);
+    let duration_ms = measured.duration_ms;
+    let imported = decide::new_stream(state, ctx, move || async move {
+        // A fresh id per attempt: the only conflict a new stream can meet is an id collision.
+        let imported = TrackImported {
+            track_id: TrackId::generate(),
+            organization_id: org.clone(),
+            owner_id: ctx.actor.clone(),
+            title: fields.title.clone(),
+            engine: fields.engine.clone(),
+            mode: fields.mode.clone(),
+            instrumental: fields.instrumental,
+            licence_class: fields.licence_class,
+            licence_version: licence::CURRENT_VERSION.to_owned(),
+            measured_duration_ms: duration_ms,
+            media: media.clone(),
+        };
+        let stream = StreamId::track(&imported.track_id);
+        let event = MusicEvent::TrackImported(imported.clone());
+        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
+        Ok(imported)
+    })
+    .await?;
+    let track = Track {
+        imported,
+        created_at: ctx.now(),
+        removed: false,
+    };
+    Ok((StatusCode::CREATED, Json(track_view(&track)?)).into_response())
+}
+
+/// The track object of CONTRACT.md.
+pub fn track_view(track: &Track) -> Result<Value, ApiError> {
+    let t = &track.imported;
+    let facts = licence::facts(t.licence_class, &t.licence_version)
+        .ok_or_else(|| ApiError::internal("a licence version this build does not know"))?;
+    Ok(json!({
+        "id": t.track_id,
+        "organization_id": t.organization_id,
+        "owner_id": t.owner_id,
+        "title": t.title,
+        "engine": t.engine,
+        "mode": t.mode,
+        "measured_duration_seconds": t.measured_duration_ms as f64 / 1000.0,
+        "instrumental": t.instrumental,
+        "licence": {
+            "licence_class": facts.licence_class.as_str(),
+            "licence_version": facts.licence_version,
+            "commercial_use": facts.commercial_use,
+            "requires_attribution": facts.requires_attribution,
+        },
+        "created_at": rfc3339(track.created_at),
+    }))
+}
+
+/// `DELETE /v1/music/{org}/tracks/{track_id}`: only the creator; another member of the
+/// organization gets a 403 (as the source docs say), anyone else a 404.
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, track_id)): PathParams<(String, String)>,
+) -> Result<Response, ApiError> {
+    let org = caller.member_of(&org)?;
+    let id = path_id("track_id", &track_id, TrackId::parse)?;
+    let ctx = CommandContext::new(&caller);
+    let (state, ctx, org, id) = (&state, &ctx, &org, &id);
+    let stream = &StreamId::track(id);
+    decide::on_stream(state, ctx, stream, move || async move {
+        let (track, history) = load(state, id).await?;
+        let track = track
+            .filter(|t| t.is_live_in(org))
+            .ok_or_else(|| not_found("track_id", id.as_str()))?;
+        if track.imported.owner_id != ctx.actor {
+            return Err(
+                ApiError::forbidden("Only the track's creator may delete it")
+                    .with_detail("track_id", id.as_str())
+                    .into(),
+            );
+        }
+        let removed = MusicEvent::ContentRemoved(ContentRemoved {
+            target_type: TargetType::Track,
+            target_id: id.to_string(),
+            organization_id: org.clone(),
+        });
+        decide::append(state, ctx, stream, history.expected(), &[removed]).await?;
+        Ok::<_, Attempt>(())
+    })
+    .await?;
+    Ok(ack(StatusCode::OK, id.as_str(), "Track deleted."))
+}
+
+/// Field name and why it is wrong, for a 422's `details`.
+type Problems = Vec<(String, String)>;
+
+/// The form as received: text fields as sent, the audio on disk, and what was already wrong.
+#[derive(Default)]
+struct Form {
+    title: Option<String>,
+    engine: Option<String>,
+    mode: Option<String>,
+    instrumental: Option<String>,
+    licence_class: Option<String>,
+    audio: Option<TempUpload>,
+    problems: Vec<(String, String)>,
+}
+
+/// The text fields, valid.
+struct TrackFields {
+    title: String,
+    engine: String,
+    mode: String,
+    instrumental: bool,
+    licence_class: LicenceClass,
+}
+
+async fn read_form(multipart: &mut Multipart, state: &AppState) -> Result<Form, ApiError> {
+    let limit = state.settings.max_upload_bytes;
+    let mut form = Form::default();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(multipart_error(limit))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "audio" {
+            if form.audio.is_some() {
+                form.problems.push((name, "must be given once".to_owned()));
+                continue;
+            }
+            let mut upload = TempUpload::create(&state.settings.media_dir)
+                .await
+                .map_err(ApiError::internal)?;
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error(limit))? {
+                if upload.bytes() + chunk.len() as u64 > limit {
+                    return Err(ApiError::payload_too_large(limit));
+                }
+                upload.write(&chunk).await.map_err(ApiError::internal)?;
+            }
+            form.audio = Some(upload);
+            continue;
+        }
+        let slot = match name.as_str() {
+            "title" => &mut form.title,
+            "engine" => &mut form.engine,
+            "mode" => &mut form.mode,
+            "instrumental" => &mut form.instrumental,
+            "licence_class" => &mut form.licence_class,
+            // Unknown fields are ignored, like unknown JSON fields; their bytes still count
+            // against the body limit.
+            _ => {
+                while field
+                    .chunk()
+                    .await
+                    .map_err(multipart_error(limit))?
+                    .is_some()
+                {}
+                continue;
+            }
+        };
+        let mut text = Vec::new();
+        let mut too_long = false;
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error(limit))? {
+            if text.len() + chunk.len() > TEXT_FIELD_MAX_BYTES {
+                too_long = true;
+            } else {
+                text.extend_from_slice(&chunk);
+            }
+        }
+        let problem = if slot.is_some() {
+            Some("must be given once")
+        } else if too_long {
+            Some("is too long")
+        } else {
+            match String::from_utf8(text) {
+                Ok(text) => {
+                    *slot = Some(text);
+                    None
+                }
+                Err(_) => Some("must be UTF-8 text"),
+            }
+        };
+        if let Some(problem) = problem {
+            form.problems.push((name, problem.to_owned()));
+        }
+    }
+    Ok(form)
+}
+
+fn multipart_error(limit: u64) -> impl Fn(axum::extract::multipart::MultipartError) -> ApiError {
+    move |e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(limit)
+        } else {
+            ApiError::bad_request("The multipart body is malformed or ended early")
+        }
+    }
+}
+
+impl Form {
+    /// The valid text fields, or every problem found (the audio is checked by the caller).
+    fn validate(self) -> (Result<TrackFields, Problems>, Option<TempUpload>) {
+        let mut problems = self.problems;
+        let mut problem = |field: &str, why: &str| {
+            if !problems.iter().any(|(f, _)| f == field) {
+                problems.push((field.to_owned(), why.to_owned()));
+            }
+        };
+        let title = match self.title {
+            None => {
+                problem("title", "is required");
+                None
+            }
+            Some(t) if t.trim().is_empty() || t.chars().count() > TITLE_MAX_CHARS => {
+                problem(
+                    "title",
+                    &format!("must be 1 to {TITLE_MAX_CHARS} characters, not blank"),
+                );
+                None
+            }
+            Some(t) => Some(t),
+        };
+        let mut key = |field: &str, value: Option<String>| match value {
+            None => {
+                problem(field, "is required");
+                None
+            }
+            Some(v) if v.trim().is_empty() || v.chars().count() > KEY_MAX_CHARS => {
+                problem(
+                    field,
+                    &format!("must be 1 to {KEY_MAX_CHARS} characters, not blank"),
+                );
+                None
+            }
+            Some(v) => Some(v),
+        };
+        let engine = key("engine", self.engine);
+        let mode = key("mode", self.mode);
+        let instrumental = match self.instrumental.as_deref().map(str::trim) {
+            None => Some(false),
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                problem("instrumental", "must be true or false");
+                None
+            }
+        };
+        let licence_class = match self.licence_class.as_deref() {
+            None => {
+                problem("licence_class", "is required");
+                None
+            }
+            Some(raw) => LicenceClass::parse(raw.trim()).or_else(|| {
+                let known: Vec<_> = LicenceClass::ALL.iter().map(|c| c.as_str()).collect();
+                problem(
+                    "licence_class",
+                    &format!("must be one of {}", known.join(", ")),
+                );
+                None
+            }),
+        };
+        let fields = match (title, engine, mode, instrumental, licence_class) {
+            (Some(title), Some(engine), Some(mode), Some(instrumental), Some(licence_class))
+                if problems.is_empty() =>
+            {
+                Ok(TrackFields {
+                    title,
+                    engine,
+                    mode,
+                    instrumental,
+                    licence_class,
+                })
+            }
+            _ => Err(problems),
+        };
+        (fields, self.audio)
+    }
+}
