@@ -1,10 +1,15 @@
-//! The `query-api` binary: serves the public resolve by default.
+//! The `query-api` binary: serves the public resolve by default; `audit tail` prints the audit
+//! stream.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use service_kit::config::{DatabaseArgs, NatsArgs};
+use clap::{Args, Parser, Subcommand};
+use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
 use service_kit::{server, telemetry};
+
+use crate::app::{App, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -17,17 +22,71 @@ pub struct Cli {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub event_store: EventStoreArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueryArgs {
     /// Address to listen on.
     #[arg(long, env = "QUERY_API_ADDR", default_value = "127.0.0.1:8081")]
     pub addr: String,
-    #[command(subcommand)]
-    pub command: Option<Command>,
+    /// Base of the signed playback URLs.
+    #[arg(long, env = "MEDIA_BASE_URL", default_value = "http://127.0.0.1:8081")]
+    pub media_base_url: String,
+    /// Where uploaded audio lives (written by the command API).
+    #[arg(long, env = "MEDIA_DIR", default_value = "./data/media")]
+    pub media_dir: PathBuf,
+    /// Where audit events wait while NATS is unreachable (one slot per instance inside).
+    #[arg(long, env = "AUDIT_SPOOL_DIR", default_value = "./data/audit-spool")]
+    pub audit_spool_dir: PathBuf,
+    /// The spool's bound; beyond it audit events are dropped, loudly.
+    #[arg(long, env = "AUDIT_SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
+    pub audit_spool_max_bytes: u64,
+    /// `kid:hexsecret,...`: the first signs, all verify. Unset: a development key is made once
+    /// and kept beside the spool directory.
+    #[arg(long, env = "PLAYBACK_SIGNING_KEYS", hide_env_values = true)]
+    pub playback_signing_keys: Option<String>,
+    #[arg(long, env = "PLAYBACK_URL_TTL_SECONDS", default_value_t = 300)]
+    pub playback_url_ttl_seconds: u64,
+    #[arg(long, env = "RESOLVE_RATE_PER_MINUTE", default_value_t = 60)]
+    pub resolve_rate_per_minute: u32,
+    #[arg(long, env = "RESOLVE_BURST", default_value_t = 20)]
+    pub resolve_burst: u32,
+    /// CIDRs whose `X-Forwarded-For` is believed, comma-separated.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Serve every resolve from the read models (for cold measurements).
+    #[arg(long, env = "RESOLVE_CACHE_DISABLED", default_value_t = false)]
+    pub resolve_cache_disabled: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
     Serve,
+    /// The audit stream.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print audit messages as JSON lines as they arrive.
+    Tail {
+        /// Start with the oldest message in the stream instead of new ones.
+        #[arg(long)]
+        from_start: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -36,23 +95,55 @@ pub fn main() -> ExitCode {
     server::run_main("query-api", run(cli))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let pool = migrations::prepare(
-                &cli.database.database_url,
-                cli.database.database_max_connections,
-            )
-            .await?;
-            let ready = server::ready_check(move || {
-                let pool = pool.clone();
-                async move { server::postgres_ready(&pool).await }
-            });
-            let app = server::finish(server::health_routes(ready));
-            let listener = server::bind(&cli.addr, "query-api").await?;
-            server::serve(listener, app, server::shutdown_signal()).await?;
-            tracing::info!("query-api stopped");
-            Ok(())
+impl Cli {
+    pub fn settings(&self) -> Settings {
+        let q = &self.query;
+        Settings {
+            media_base_url: q.media_base_url.clone(),
+            media_dir: q.media_dir.clone(),
+            audit_spool_dir: q.audit_spool_dir.clone(),
+            audit_spool_max_bytes: q.audit_spool_max_bytes,
+            playback_signing_keys: q.playback_signing_keys.clone(),
+            playback_url_ttl: Duration::from_secs(q.playback_url_ttl_seconds.max(1)),
+            resolve_rate_per_minute: q.resolve_rate_per_minute,
+            resolve_burst: q.resolve_burst,
+            trusted_proxies: q.trusted_proxies.clone(),
+            cache_enabled: !q.resolve_cache_disabled,
+            audit_enabled: true,
+            nats_url: self.nats.nats_url.clone(),
+            notice_namespace: self.nats.namespace(&self.database),
+            stats_flush_every: Duration::from_secs(2),
         }
     }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Some(Command::Audit {
+            command: AuditCommand::Tail { from_start, limit },
+        }) => crate::audit::tail::run(&cli.nats.nats_url, *from_start, *limit).await,
+        None | Some(Command::Serve) => serve(&cli).await,
+    }
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let pool = migrations::prepare(
+        &cli.database.database_url,
+        cli.database.database_max_connections,
+    )
+    .await?;
+    let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
+    let store = events::store::open(&backend, pool.clone()).await?;
+    let app = App::start(cli.settings(), pool.clone(), store).await?;
+
+    let ready = server::ready_check(move || {
+        let pool = pool.clone();
+        async move { server::postgres_ready(&pool).await }
+    });
+    let router = server::finish(app.routes().merge(server::health_routes(ready)));
+    let listener = server::bind(&cli.query.addr, "query-api").await?;
+    server::serve(listener, router, server::shutdown_signal()).await?;
+    app.shutdown().await;
+    tracing::info!("query-api stopped");
+    Ok(())
 }

@@ -1,0 +1,381 @@
+//! The audit publisher: one task that moves audit events from the request path's channel to
+//! JetStream, and through the spool when JetStream cannot take them.
+//!
+//! Order is kept by one rule: while the spool holds anything, new events go behind it in the
+//! spool, and the spool is delivered oldest first. Fresh events are published in batches whose
+//! acks are awaited together; the unacknowledged tail of a failed batch goes to the spool.
+//!
+//! **Each once.** An event is removed from the spool only when acknowledged. An event published
+//! when NATS failed may have been stored without its ack reaching us ("in doubt"); it is resent
+//! with the same `Nats-Msg-Id`, which JetStream drops as a duplicate within the stream's
+//! duplicate window. If more time than that has passed, the publisher first reads the stream
+//! after the last sequence it had acknowledged and skips whatever in-doubt event it finds there.
+//! The in-doubt range is kept on disk beside the spool, so a restart keeps the guarantee.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, stream};
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::spool::Spool;
+use super::{AuditEvent, STREAM, STREAM_SUBJECTS, SUBJECT};
+
+const BATCH: usize = 512;
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How long before the duplicate window closes we stop trusting it.
+const WINDOW_MARGIN: Duration = Duration::from_secs(30);
+
+pub struct Publisher {
+    client: Client,
+    js: jetstream::Context,
+    spool: Spool,
+    /// The stream's duplicate window, once we have seen the stream.
+    window: Option<Duration>,
+    /// The highest stream sequence we know to be before any in-doubt event of ours.
+    floor_seq: u64,
+    in_doubt: Option<InDoubt>,
+    /// In-doubt events found stored in the stream: delivered, not to be sent again.
+    found: HashSet<Uuid>,
+}
+
+/// Spool sequences `from..=to` were sent when NATS failed, `at` (unix ms); `floor_seq` is the
+/// stream sequence they must come after if they were stored.
+#[derive(Clone, Copy, Debug)]
+struct InDoubt {
+    from: u64,
+    to: u64,
+    at_ms: i64,
+    floor_seq: u64,
+}
+
+impl Publisher {
+    pub fn new(client: Client, spool: Spool) -> Self {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(ACK_TIMEOUT);
+        let in_doubt = read_in_doubt(&spool);
+        Publisher {
+            client,
+            js,
+            floor_seq: in_doubt.map_or(0, |d| d.floor_seq),
+            in_doubt,
+            spool,
+            window: None,
+            found: HashSet::new(),
+        }
+    }
+
+    /// Runs until `stop` is cancelled and the channel is drained (to JetStream or the spool).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<AuditEvent>, stop: CancellationToken) {
+        let mut fresh: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+        let mut stopping = false;
+        loop {
+            if fresh.is_empty() && self.spool.pending() == 0 {
+                tokio::select! {
+                    event = rx.recv() => match event {
+                        Some(e) => fresh.push(e),
+                        None => break,
+                    },
+                    _ = stop.cancelled(), if !stopping => stopping = true,
+                }
+            }
+            while fresh.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(e) => fresh.push(e),
+                    Err(_) => break,
+                }
+            }
+            if stopping && fresh.is_empty() && rx.is_empty() {
+                break;
+            }
+            let up = self.is_up().await;
+            if self.spool.pending() > 0 || !up {
+                self.spool_events(std::mem::take(&mut fresh));
+                if up {
+                    self.deliver_spool_batch().await;
+                } else if stopping {
+                    while let Ok(e) = rx.try_recv() {
+                        fresh.push(e);
+                    }
+                    self.spool_events(std::mem::take(&mut fresh));
+                    break;
+                } else {
+                    // Wait for NATS, still taking events off the channel into the spool.
+                    if let Ok(Some(e)) = tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
+                        fresh.push(e);
+                    }
+                }
+            } else {
+                let batch = std::mem::take(&mut fresh);
+                let acked = self.publish(&batch).await;
+                if acked < batch.len() {
+                    let failed = &batch[acked..];
+                    let from = self.spool.next_seq();
+                    self.spool_events(failed.to_vec());
+                    self.mark_in_doubt(from, from + failed.len() as u64 - 1);
+                }
+            }
+        }
+        tracing::info!(
+            spooled = self.spool.pending(),
+            "audit publisher stopped; undelivered events wait in the spool"
+        );
+    }
+
+    async fn is_up(&mut self) -> bool {
+        if self.client.connection_state() != State::Connected {
+            return false;
+        }
+        if self.window.is_some() {
+            return true;
+        }
+        match ensure_stream(&self.js).await {
+            Ok(info) => {
+                self.window = Some(info.config.duplicate_window);
+                self.floor_seq = self.floor_seq.max(info.state.last_sequence);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit stream not reachable yet");
+                false
+            }
+        }
+    }
+
+    fn spool_events(&mut self, events: Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.spool.append(&events) {
+            metrics::counter!("audit_dropped_total", "reason" => "spool_io")
+                .increment(events.len() as u64);
+            tracing::error!(
+                error = %e,
+                lost = events.len(),
+                "AUDIT EVENTS LOST: cannot write the audit spool"
+            );
+        }
+    }
+
+    /// Publishes `events` in order; returns how many, from the start, were acknowledged.
+    async fn publish(&mut self, events: &[AuditEvent]) -> usize {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let payload = match serde_json::to_vec(event) {
+                Ok(p) => Bytes::from(p),
+                Err(_) => break,
+            };
+            let message = PublishMessage::build()
+                .payload(payload)
+                .message_id(event.event_id.to_string());
+            match self.js.send_publish(SUBJECT, message).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit publish failed");
+                    break;
+                }
+            }
+        }
+        let results =
+            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await;
+        let mut acked = 0;
+        for result in results {
+            match result {
+                Ok(ack) => {
+                    self.floor_seq = self.floor_seq.max(ack.sequence);
+                    acked += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit publish not acknowledged");
+                    break;
+                }
+            }
+        }
+        metrics::counter!("audit_published_total").increment(acked as u64);
+        if acked < events.len() {
+            metrics::counter!("audit_publish_failures_total").increment(1);
+            // Look the stream up again before the next attempt (it may have been recreated).
+            self.window = None;
+        }
+        acked
+    }
+
+    async fn deliver_spool_batch(&mut self) {
+        if self.needs_reconciliation() {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "could not check the audit stream for in-doubt events");
+                tokio::time::sleep(RETRY_EVERY).await;
+                return;
+            }
+        }
+        let batch = match self.spool.peek(BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the audit spool");
+                tokio::time::sleep(RETRY_EVERY).await;
+                return;
+            }
+        };
+        let Some(batch_last) = batch.last().map(|(seq, _)| *seq) else {
+            return;
+        };
+        // Events found already stored count as delivered without being sent again.
+        let (seqs, to_send): (Vec<u64>, Vec<AuditEvent>) = batch
+            .into_iter()
+            .filter(|(_, event)| !self.found.contains(&event.event_id))
+            .unzip();
+        let acked = self.publish(&to_send).await;
+        // Everything before the first unacknowledged event is delivered.
+        let through = match seqs.get(acked) {
+            None => batch_last,
+            Some(first_failed) => first_failed - 1,
+        };
+        if let Err(e) = self.spool.ack(through) {
+            tracing::error!(error = %e, "cannot record audit acknowledgements");
+        }
+        if acked < to_send.len() {
+            self.mark_in_doubt(seqs[acked], *seqs.last().unwrap_or(&seqs[acked]));
+            tokio::time::sleep(RETRY_EVERY).await;
+        } else if self.in_doubt.is_some_and(|d| self.spool.acked() >= d.to) {
+            self.clear_in_doubt();
+        }
+        if self.spool.pending() == 0 {
+            self.found.clear();
+        }
+    }
+
+    fn needs_reconciliation(&self) -> bool {
+        let Some(doubt) = self.in_doubt else {
+            return false;
+        };
+        let window = self.window.unwrap_or(Duration::from_secs(120));
+        let elapsed_ms = chrono::Utc::now().timestamp_millis() - doubt.at_ms;
+        elapsed_ms < 0 || Duration::from_millis(elapsed_ms as u64) + WINDOW_MARGIN >= window
+    }
+
+    /// Reads the stream after `floor_seq` and notes which in-doubt events are already there.
+    async fn reconcile(&mut self) -> anyhow::Result<()> {
+        let Some(doubt) = self.in_doubt else {
+            return Ok(());
+        };
+        let mut wanted = HashSet::new();
+        let pending = self.spool.peek(usize::MAX)?;
+        for (seq, event) in pending {
+            if (doubt.from..=doubt.to).contains(&seq) {
+                wanted.insert(event.event_id);
+            }
+        }
+        let mut stream = self.js.get_stream(STREAM).await?;
+        let last = stream.info().await?.state.last_sequence;
+        let mut found = HashSet::new();
+        if last > doubt.floor_seq && !wanted.is_empty() {
+            let consumer = stream
+                .create_consumer(push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    filter_subject: SUBJECT.to_owned(),
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: doubt.floor_seq + 1,
+                    },
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.messages().await?;
+            while let Some(message) = tokio::time::timeout(ACK_TIMEOUT, messages.next())
+                .await?
+                .transpose()?
+            {
+                let id = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .and_then(|v| v.as_str().parse::<Uuid>().ok());
+                if let Some(id) = id.filter(|id| wanted.contains(id)) {
+                    found.insert(id);
+                }
+                let seq = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+                if seq >= last {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            in_doubt = wanted.len(),
+            already_stored = found.len(),
+            "checked the audit stream for events sent when NATS failed"
+        );
+        self.found.extend(found);
+        self.clear_in_doubt();
+        Ok(())
+    }
+
+    fn mark_in_doubt(&mut self, from: u64, to: u64) {
+        let doubt = match self.in_doubt {
+            // The older doubt is still undelivered: widen it, keep its (earlier) floor and time.
+            Some(d) if self.spool.acked() < d.to => InDoubt {
+                from: d.from.min(from),
+                to: d.to.max(to),
+                ..d
+            },
+            _ => InDoubt {
+                from,
+                to,
+                at_ms: chrono::Utc::now().timestamp_millis(),
+                floor_seq: self.floor_seq,
+            },
+        };
+        self.in_doubt = Some(doubt);
+        let text = format!(
+            "{} {} {} {}",
+            doubt.from, doubt.to, doubt.at_ms, doubt.floor_seq
+        );
+        let path = self.spool.dir().join("in-doubt");
+        if let Err(e) = std::fs::write(&path, text) {
+            tracing::error!(error = %e, "cannot record in-doubt audit events");
+        }
+    }
+
+    fn clear_in_doubt(&mut self) {
+        self.in_doubt = None;
+        let _ = std::fs::remove_file(self.spool.dir().join("in-doubt"));
+    }
+}
+
+fn read_in_doubt(spool: &Spool) -> Option<InDoubt> {
+    let text = std::fs::read_to_string(spool.dir().join("in-doubt")).ok()?;
+    let mut parts = text.split_whitespace().map(|p| p.parse::<i64>().ok());
+    let (from, to, at_ms, floor) = (
+        parts.next()??,
+        parts.next()??,
+        parts.next()??,
+        parts.next()??,
+    );
+    Some(InDoubt {
+        from: from as u64,
+        to: to as u64,
+        at_ms,
+        floor_seq: floor as u64,
+    })
+}
+
+/// The audit stream, created if missing (only 2.9 features: a plain file-backed stream).
+pub async fn ensure_stream(js: &jetstream::Context) -> anyhow::Result<stream::Info> {
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: STREAM.to_owned(),
+            subjects: vec![STREAM_SUBJECTS.to_owned()],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    Ok(stream.info().await?.clone())
+}

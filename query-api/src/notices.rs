@@ -1,0 +1,51 @@
+//! The projector's change notices, heard on core NATS: they evict the resolve cache at once and
+//! tell waiting resolves that the read models moved on.
+//!
+//! Notices are fire-and-forget; one lost costs a cache entry its TTL (see `cache`), never a
+//! wrong dead answer (dead answers are checked against the event log's head in `resolve`).
+
+use std::sync::Arc;
+
+use async_nats::Client;
+use events::notice::{subject, ChangeNotice};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::cache::ResolveCache;
+
+/// Listens forever (the client resubscribes by itself after a reconnect).
+pub async fn listen(
+    client: Client,
+    namespace: String,
+    cache: Arc<ResolveCache>,
+    projected: watch::Sender<u64>,
+) {
+    let subject = subject(&namespace);
+    let mut subscription = loop {
+        match client.subscribe(subject.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to change notices; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
+    tracing::info!(subject, "listening for change notices");
+    while let Some(message) = subscription.next().await {
+        let notice: ChangeNotice = match serde_json::from_slice(&message.payload) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a change notice that does not decode");
+                continue;
+            }
+        };
+        cache.apply(&notice);
+        projected.send_if_modified(|p| {
+            let moved = notice.position > *p || notice.rebuilt;
+            if moved {
+                *p = notice.position;
+            }
+            moved
+        });
+    }
+}

@@ -1,0 +1,364 @@
+//! `GET /v1/music/shared/{token}`: the public resolve.
+//!
+//! Every input is hashed ([`TokenHash::of`], malformed tokens too) and takes the same path: the
+//! cache, else one read-model query. The record is judged at request time (expiry included),
+//! then a live limited link takes one view from its exact cross-instance counter. Dead links of
+//! every cause get one identical answer; the audit alone tells the causes apart.
+//!
+//! **Read your writes.** A dead answer is never given from a record older than the event log's
+//! head at the time of the request: if the record's read-model position is behind the head, the
+//! resolve waits (bounded) for the projector to pass the head and reads again. So the first
+//! resolve after a `201` finds the new link, whatever the cache held, and live answers (the hot
+//! path) pay nothing for it.
+//!
+//! Rendering is separate from resolving ([`Resolution`] → [`render_json`]), so an HTML renderer
+//! can sit beside the JSON one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use events::event::{TargetType, Visibility};
+use events::share_token::TokenHash;
+use events::EventStore;
+use service_kit::ApiError;
+use sqlx::{PgPool, Row};
+use tokio::sync::watch;
+
+use crate::app::AppState;
+use crate::audit::{AuditEvent, Format, Outcome};
+use crate::cache::ResolveCache;
+use crate::view::{Content, DeadCause, Judgement, ResolvedView, ShareRecord, ShareRow, TrackFacts};
+
+/// How long a dead answer may wait for the projector to catch up with the log's head.
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
+const CATCH_UP_POLL: Duration = Duration::from_millis(25);
+
+/// Looks token hashes up: cache, read models, and the `max_views` counters.
+pub struct Resolver {
+    pool: PgPool,
+    cache: Arc<ResolveCache>,
+    store: Arc<dyn EventStore>,
+    projected: watch::Receiver<u64>,
+}
+
+/// What a token resolved to, before rendering.
+pub struct Resolution {
+    pub outcome: Outcome,
+    pub record: Arc<ShareRecord>,
+}
+
+impl Resolution {
+    pub fn row(&self) -> Option<&ShareRow> {
+        self.record.share.as_ref()
+    }
+}
+
+impl Resolver {
+    pub fn new(
+        pool: PgPool,
+        cache: Arc<ResolveCache>,
+        store: Arc<dyn EventStore>,
+        projected: watch::Receiver<u64>,
+    ) -> Self {
+        Resolver {
+            pool,
+            cache,
+            store,
+            projected,
+        }
+    }
+
+    pub async fn resolve(
+        &self,
+        hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> Result<Resolution, ApiError> {
+        let mut record = match self.cache.get(hash) {
+            Some(record) => record,
+            None => self.read(hash).await?,
+        };
+        if let Judgement::Dead(_) = record.judge(now) {
+            let head = self.store.head().await?;
+            if record.position < head {
+                record = self.catch_up(hash, head).await?;
+            }
+        }
+        let outcome = match record.judge(now) {
+            Judgement::Dead(cause) => dead_outcome(cause),
+            Judgement::Unavailable(_) => Outcome::Unavailable,
+            Judgement::Alive(row) => match row.max_views {
+                Some(max) if !self.take_view(&row.share_id, max).await? => {
+                    dead_outcome(DeadCause::OverLimit)
+                }
+                _ => Outcome::Ok,
+            },
+        };
+        Ok(Resolution { outcome, record })
+    }
+
+    /// Reads until the read models have passed `head`, or the wait is over.
+    async fn catch_up(&self, hash: &TokenHash, head: u64) -> Result<Arc<ShareRecord>, ApiError> {
+        let deadline = Instant::now() + CATCH_UP_LIMIT;
+        let mut projected = self.projected.clone();
+        loop {
+            let record = self.read(hash).await?;
+            let now = Instant::now();
+            if record.position >= head || now >= deadline {
+                if record.position < head {
+                    tracing::warn!(
+                        read_model = record.position,
+                        head,
+                        "the read models are behind the event log; answering from them"
+                    );
+                }
+                return Ok(record);
+            }
+            // A change notice usually says "caught up" first; the poll covers a lost one.
+            let wait = CATCH_UP_POLL.min(deadline - now);
+            let _ = tokio::time::timeout(wait, projected.changed()).await;
+        }
+    }
+
+    /// One read-model query (one snapshot) for `hash`, cached unless a notice overtook it.
+    async fn read(&self, hash: &TokenHash) -> Result<Arc<ShareRecord>, ApiError> {
+        let ticket = self.cache.begin_read();
+        let record = Arc::new(read_record(&self.pool, hash).await?);
+        self.cache.insert(hash, record.clone(), ticket);
+        Ok(record)
+    }
+
+    /// Takes one view of a limited link; `false` when none is left. Exact across instances: one
+    /// atomic upsert that only increments below the limit.
+    async fn take_view(&self, share_id: &str, max_views: u32) -> Result<bool, ApiError> {
+        let used: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO query_side.share_usage (share_id, used) VALUES ($1, 1) \
+             ON CONFLICT (share_id) DO UPDATE SET used = share_usage.used + 1 \
+             WHERE share_usage.used < $2 \
+             RETURNING used",
+        )
+        .bind(share_id)
+        .bind(i64::from(max_views))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(used.is_some())
+    }
+}
+
+fn dead_outcome(cause: DeadCause) -> Outcome {
+    match cause {
+        DeadCause::NotFound => Outcome::NotFound,
+        DeadCause::Revoked => Outcome::Revoked,
+        DeadCause::Expired => Outcome::Expired,
+        DeadCause::OverLimit => Outcome::OverLimit,
+    }
+}
+
+/// The share, its content and (for a collection) its live tracks in the owner's order, with the
+/// read models' checkpoint, in one statement so all of it comes from one snapshot.
+const RESOLVE_SQL: &str = "\
+SELECT (SELECT position FROM read_model.checkpoint) AS position, \
+       s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, s.max_views, \
+       s.revoked_at, \
+       t.track_id, t.title, t.engine, t.mode, t.measured_duration_ms, t.instrumental, \
+       t.licence_class, t.licence_version, t.commercial_use, t.requires_attribution, \
+       t.removed_at AS track_removed_at, \
+       c.collection_id, c.name, c.description, c.removed_at AS collection_removed_at, \
+       CASE WHEN c.collection_id IS NOT NULL THEN ( \
+         SELECT coalesce(json_agg(json_build_object( \
+                  'id', ct.track_id, 'title', tt.title, 'engine', tt.engine, 'mode', tt.mode, \
+                  'measured_duration_ms', tt.measured_duration_ms, \
+                  'instrumental', tt.instrumental, 'licence_class', tt.licence_class, \
+                  'licence_version', tt.licence_version, 'commercial_use', tt.commercial_use, \
+                  'requires_attribution', tt.requires_attribution) ORDER BY ct.position), \
+                '[]'::json) \
+           FROM read_model.collection_tracks ct \
+           JOIN read_model.tracks tt ON tt.track_id = ct.track_id \
+          WHERE ct.collection_id = c.collection_id AND tt.removed_at IS NULL) \
+       END AS collection_tracks \
+  FROM (SELECT 1) AS one \
+  LEFT JOIN read_model.share_links s ON s.token_hash = $1 \
+  LEFT JOIN read_model.tracks t ON s.target_type = 'track' AND t.track_id = s.target_id \
+  LEFT JOIN read_model.collections c \
+         ON s.target_type = 'collection' AND c.collection_id = s.target_id";
+
+async fn read_record(pool: &PgPool, hash: &TokenHash) -> Result<ShareRecord, ApiError> {
+    let row = sqlx::query(RESOLVE_SQL)
+        .bind(hash.as_str())
+        .fetch_one(pool)
+        .await?;
+    let position: Option<i64> = row.try_get("position")?;
+    let position = position.unwrap_or(0).max(0) as u64;
+    let Some(share_id) = row.try_get::<Option<String>, _>("share_id")? else {
+        return Ok(ShareRecord {
+            position,
+            share: None,
+        });
+    };
+    let target_type = match row.try_get::<String, _>("target_type")?.as_str() {
+        "track" => TargetType::Track,
+        "collection" => TargetType::Collection,
+        other => return Err(ApiError::internal(format!("unknown target_type {other:?}"))),
+    };
+    let visibility = match row.try_get::<String, _>("visibility")?.as_str() {
+        "public" => Visibility::Public,
+        _ => Visibility::LinkOnly,
+    };
+    let content = match target_type {
+        TargetType::Track => match row.try_get::<Option<String>, _>("track_id")? {
+            Some(id)
+                if row
+                    .try_get::<Option<DateTime<Utc>>, _>("track_removed_at")?
+                    .is_none() =>
+            {
+                Content::Track(TrackFacts {
+                    id,
+                    title: row.try_get("title")?,
+                    engine: row.try_get("engine")?,
+                    mode: row.try_get("mode")?,
+                    measured_duration_ms: row.try_get("measured_duration_ms")?,
+                    instrumental: row.try_get("instrumental")?,
+                    licence_class: row.try_get("licence_class")?,
+                    licence_version: row.try_get("licence_version")?,
+                    commercial_use: row.try_get("commercial_use")?,
+                    requires_attribution: row.try_get("requires_attribution")?,
+                })
+            }
+            _ => Content::Removed,
+        },
+        TargetType::Collection => match row.try_get::<Option<String>, _>("collection_id")? {
+            Some(id)
+                if row
+                    .try_get::<Option<DateTime<Utc>>, _>("collection_removed_at")?
+                    .is_none() =>
+            {
+                let tracks: Option<serde_json::Value> = row.try_get("collection_tracks")?;
+                let tracks: Vec<TrackFacts> =
+                    serde_json::from_value(tracks.unwrap_or(serde_json::Value::Array(vec![])))
+                        .map_err(ApiError::internal)?;
+                Content::Collection {
+                    id,
+                    name: row.try_get("name")?,
+                    description: row.try_get("description")?,
+                    tracks,
+                }
+            }
+            _ => Content::Removed,
+        },
+    };
+    let max_views: Option<i32> = row.try_get("max_views")?;
+    Ok(ShareRecord {
+        position,
+        share: Some(ShareRow {
+            share_id,
+            target_type,
+            target_id: row.try_get("target_id")?,
+            visibility,
+            expires_at: row.try_get("expires_at")?,
+            max_views: max_views.map(|m| m.max(0) as u32),
+            revoked_at: row.try_get("revoked_at")?,
+            content,
+        }),
+    })
+}
+
+/// Which rendering the client asked for. JSON for now; the HTML page (issue 6) plugs in here.
+pub fn negotiate(_headers: &HeaderMap) -> Format {
+    Format::Json
+}
+
+pub async fn handler(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+) -> Response {
+    let now = Utc::now();
+    let ip = app.trusted_proxies.client_ip(peer.ip(), &headers);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let format = negotiate(&headers);
+    let audit = |outcome| AuditEvent::new(outcome, format, ip, now).user_agent(user_agent);
+
+    let limit = app.limit.check(ip);
+    if !limit.allowed {
+        app.auditor.record(audit(Outcome::RateLimited));
+        let mut response = ApiError::rate_limited(limit.reset_secs).into_response();
+        finish_headers(&mut response, &limit, None);
+        return response;
+    }
+
+    // A path that does not even decode is just another dead link: hash it all the same.
+    let hash = match &token {
+        Ok(Path(raw)) => TokenHash::of(raw),
+        Err(_) => TokenHash::of(""),
+    };
+    drop(token);
+
+    let resolution = match app.resolver.resolve(&hash, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(status = e.status().as_u16(), "resolve failed");
+            let mut response = e.into_response();
+            finish_headers(&mut response, &limit, None);
+            return response;
+        }
+    };
+    let row = resolution.row();
+    app.auditor.record(audit(resolution.outcome).target(
+        row.map(|r| r.share_id.as_str()),
+        row.map(|r| r.target_type.as_str()),
+        row.map(|r| r.target_id.as_str()),
+    ));
+    if resolution.outcome == Outcome::Ok {
+        if let Some(row) = row {
+            app.stats.record(&row.share_id, now);
+        }
+    }
+    let mut response = match format {
+        Format::Json | Format::Html | Format::Media => render_json(&app, &resolution, now),
+    };
+    let visibility = match resolution.outcome {
+        Outcome::Ok | Outcome::Unavailable => row.map(|r| r.visibility),
+        // Identical for every dead cause, so headers cannot tell them apart either.
+        _ => Some(Visibility::LinkOnly),
+    };
+    finish_headers(&mut response, &limit, visibility);
+    response
+}
+
+/// The JSON rendering: the source page's shape, or the one dead-link envelope.
+pub fn render_json(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
+    match (resolution.outcome, resolution.row()) {
+        (Outcome::Ok, Some(row)) => {
+            let view = ResolvedView::live(row, |track_id| app.signer.mint(track_id, now));
+            (StatusCode::OK, Json(view)).into_response()
+        }
+        (Outcome::Unavailable, Some(row)) => (
+            StatusCode::OK,
+            Json(ResolvedView::unavailable(row.target_type)),
+        )
+            .into_response(),
+        _ => ApiError::dead_share_link().into_response(),
+    }
+}
+
+fn finish_headers(
+    response: &mut Response,
+    limit: &crate::rate_limit::Decision,
+    visibility: Option<Visibility>,
+) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if visibility == Some(Visibility::LinkOnly) {
+        headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
+    }
+    limit.write_headers(headers);
+}

@@ -1,0 +1,189 @@
+//! `GET /v1/music/{org}/shares?limit=&cursor=`: the caller's share links, newest first.
+//!
+//! Keyset pagination on `(created_at, share_id)`; the cursor is that pair, opaque to clients.
+//! Each link carries its status as of now and its view statistics (flushed every few seconds,
+//! so eventually consistent). Never a token: the read models do not even have one.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use service_kit::auth::Caller;
+use service_kit::ApiError;
+use sqlx::Row;
+
+use crate::app::AppState;
+use crate::view::whole_seconds;
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareListItem {
+    pub id: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub visibility: String,
+    #[serde(serialize_with = "whole_seconds")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_views: Option<i32>,
+    #[serde(serialize_with = "whole_seconds")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "whole_seconds")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub view_count: i64,
+    #[serde(serialize_with = "whole_seconds")]
+    pub last_viewed_at: Option<DateTime<Utc>>,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareList {
+    pub data: Vec<ShareListItem>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn handler(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ShareList>, ApiError> {
+    let org = caller.member_of(&org)?;
+    let Query(params) =
+        params.map_err(|_| ApiError::bad_request("The query string could not be parsed"))?;
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid_field(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                ))
+            }
+        },
+    };
+    let after =
+        match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(raw) => Some(decode_cursor(raw).ok_or_else(|| {
+                ApiError::invalid_field("cursor", "is not a cursor this API gave")
+            })?),
+        };
+    let now = Utc::now();
+    let (after_at, after_id) = after.unzip();
+    let rows = sqlx::query(
+        "SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
+                s.max_views, s.created_at, s.revoked_at, \
+                coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
+                coalesce(u.used, 0) AS used, \
+                CASE WHEN s.target_type = 'track' \
+                     THEN t.track_id IS NULL OR t.removed_at IS NOT NULL \
+                     ELSE c.collection_id IS NULL OR c.removed_at IS NOT NULL END AS removed \
+           FROM read_model.share_links s \
+           LEFT JOIN read_model.tracks t \
+                  ON s.target_type = 'track' AND t.track_id = s.target_id \
+           LEFT JOIN read_model.collections c \
+                  ON s.target_type = 'collection' AND c.collection_id = s.target_id \
+           LEFT JOIN query_side.share_views v ON v.share_id = s.share_id \
+           LEFT JOIN query_side.share_usage u ON u.share_id = s.share_id \
+          WHERE s.organization_id = $1 AND s.owner_id = $2 \
+            AND ($3::timestamptz IS NULL OR (s.created_at, s.share_id) < ($3, $4)) \
+          ORDER BY s.created_at DESC, s.share_id DESC \
+          LIMIT $5",
+    )
+    .bind(org.as_str())
+    .bind(caller.user_id.as_str())
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit + 1)
+    .fetch_all(&app.pool)
+    .await?;
+
+    let mut data = Vec::with_capacity(rows.len());
+    let mut cursor_of_last = None;
+    for row in rows.iter().take(limit as usize) {
+        let item = list_item(row, now)?;
+        let created: DateTime<Utc> = row.try_get("created_at")?;
+        cursor_of_last = Some(encode_cursor(created, &item.id));
+        data.push(item);
+    }
+    let next_cursor = if rows.len() as i64 > limit {
+        cursor_of_last
+    } else {
+        None
+    };
+    Ok(Json(ShareList { data, next_cursor }))
+}
+
+fn list_item(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<ShareListItem, ApiError> {
+    let expires_at: Option<DateTime<Utc>> = row.try_get("expires_at")?;
+    let revoked_at: Option<DateTime<Utc>> = row.try_get("revoked_at")?;
+    let max_views: Option<i32> = row.try_get("max_views")?;
+    let used: i64 = row.try_get("used")?;
+    let removed: Option<bool> = row.try_get("removed")?;
+    let status = if revoked_at.is_some() {
+        "revoked"
+    } else if expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else if max_views.is_some_and(|max| used >= i64::from(max)) {
+        "over_limit"
+    } else if removed.unwrap_or(false) {
+        "unavailable"
+    } else {
+        "active"
+    };
+    Ok(ShareListItem {
+        id: row.try_get("share_id")?,
+        target_type: row.try_get("target_type")?,
+        target_id: row.try_get("target_id")?,
+        visibility: row.try_get("visibility")?,
+        expires_at,
+        max_views,
+        created_at: Some(row.try_get("created_at")?),
+        revoked_at,
+        view_count: row.try_get("view_count")?,
+        last_viewed_at: row.try_get("last_viewed_at")?,
+        status,
+    })
+}
+
+/// `{unix micros}.{share_id}`, hex-encoded so clients treat it as opaque.
+fn encode_cursor(created_at: DateTime<Utc>, share_id: &str) -> String {
+    hex::encode(format!("{}.{share_id}", created_at.timestamp_micros()))
+}
+
+fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String)> {
+    let text = String::from_utf8(hex::decode(raw).ok()?).ok()?;
+    let (micros, share_id) = text.split_once('.')?;
+    let created = Utc.timestamp_micros(micros.parse().ok()?).single()?;
+    events::ids::ShareLinkId::parse(share_id).ok()?;
+    Some((created, share_id.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = Utc
+            .timestamp_micros(1_782_000_000_123_456)
+            .single()
+            .expect("time");
+        let cursor = encode_cursor(at, "mslink_0123456789ab");
+        assert_eq!(
+            decode_cursor(&cursor),
+            Some((at, "mslink_0123456789ab".to_owned()))
+        );
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor(&hex::encode("1.nope")), None);
+    }
+}

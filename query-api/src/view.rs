@@ -1,0 +1,234 @@
+//! What a share link resolves to: the record read from the read models (cached), and the views
+//! rendered from it for one request.
+//!
+//! A [`ShareRecord`] holds only facts that change through events (and so through change
+//! notices): revocation, content, expiry instant. Whether the link is alive is decided per
+//! request by [`ShareRecord::judge`], never cached, so an expiry passes at its instant even for a
+//! cached record. Playback URLs are minted per response by the renderer, never stored here.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use events::event::{TargetType, Visibility};
+use serde::{Serialize, Serializer};
+
+/// The read models' answer for one token hash.
+#[derive(Clone, Debug)]
+pub struct ShareRecord {
+    /// The read models' checkpoint in the same snapshot as the row: they reflected the event
+    /// log up to here when this record was read.
+    pub position: u64,
+    /// `None`: no share link has this token hash.
+    pub share: Option<ShareRow>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ShareRow {
+    pub share_id: String,
+    pub target_type: TargetType,
+    pub target_id: String,
+    pub visibility: Visibility,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_views: Option<u32>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub content: Content,
+}
+
+/// The shared content as the viewer will see it.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// The creator removed it (or it is missing from the read models, which we treat alike).
+    Removed,
+    Track(TrackFacts),
+    Collection {
+        id: String,
+        name: String,
+        description: Option<String>,
+        /// In the owner's order, removed tracks left out.
+        tracks: Vec<TrackFacts>,
+    },
+}
+
+/// A track as a resolved view shows it (without its playback URL, minted per response).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct TrackFacts {
+    pub id: String,
+    pub title: String,
+    pub engine: String,
+    pub mode: String,
+    pub measured_duration_ms: i64,
+    pub instrumental: bool,
+    pub licence_class: String,
+    pub licence_version: String,
+    pub commercial_use: bool,
+    pub requires_attribution: bool,
+}
+
+/// Why a link is dead, for the audit only: clients get one identical answer for all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadCause {
+    NotFound,
+    Revoked,
+    Expired,
+    OverLimit,
+}
+
+/// A record judged at one instant, before `max_views` is counted.
+#[derive(Debug)]
+pub enum Judgement<'a> {
+    Dead(DeadCause),
+    Unavailable(&'a ShareRow),
+    Alive(&'a ShareRow),
+}
+
+impl ShareRecord {
+    pub fn judge(&self, now: DateTime<Utc>) -> Judgement<'_> {
+        let Some(row) = &self.share else {
+            return Judgement::Dead(DeadCause::NotFound);
+        };
+        if row.revoked_at.is_some() {
+            Judgement::Dead(DeadCause::Revoked)
+        } else if row.expires_at.is_some_and(|at| at <= now) {
+            Judgement::Dead(DeadCause::Expired)
+        } else if matches!(row.content, Content::Removed) {
+            Judgement::Unavailable(row)
+        } else {
+            Judgement::Alive(row)
+        }
+    }
+
+    /// Every id whose change notice makes this record stale: the token hash's own key is
+    /// checked by the cache; these are the share, its target and a collection's tracks.
+    pub fn dependency_ids(&self) -> Vec<&str> {
+        let Some(row) = &self.share else {
+            return Vec::new();
+        };
+        let mut ids = vec![row.share_id.as_str(), row.target_id.as_str()];
+        if let Content::Collection { tracks, .. } = &row.content {
+            ids.extend(tracks.iter().map(|t| t.id.as_str()));
+        }
+        ids
+    }
+}
+
+/// The body of a 200 resolve, exactly the source page's shape.
+#[derive(Debug, Serialize)]
+pub struct ResolvedView {
+    pub kind: &'static str,
+    pub available: bool,
+    pub message: Option<&'static str>,
+    pub share: Option<ShareMeta>,
+    pub track: Option<TrackView>,
+    pub collection: Option<CollectionMeta>,
+    pub tracks: Option<Vec<TrackView>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareMeta {
+    pub target_type: &'static str,
+    pub visibility: &'static str,
+    #[serde(serialize_with = "whole_seconds")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrackView {
+    pub id: String,
+    pub title: String,
+    pub engine: String,
+    pub mode: String,
+    pub measured_duration_seconds: f64,
+    pub instrumental: bool,
+    pub playback_url: String,
+    pub licence: LicenceView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LicenceView {
+    pub licence_class: String,
+    pub licence_version: String,
+    pub commercial_use: bool,
+    pub requires_attribution: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectionMeta {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// What a viewer is told when the creator removed the content.
+pub const UNAVAILABLE_MESSAGE: &str =
+    "The creator removed this content. It is no longer available.";
+
+impl ResolvedView {
+    pub fn unavailable(target_type: TargetType) -> Self {
+        ResolvedView {
+            kind: target_type.as_str(),
+            available: false,
+            message: Some(UNAVAILABLE_MESSAGE),
+            share: None,
+            track: None,
+            collection: None,
+            tracks: None,
+        }
+    }
+
+    /// The live view of `row`, with `playback_url` minting a fresh URL per track.
+    pub fn live(row: &ShareRow, playback_url: impl Fn(&str) -> String) -> Self {
+        let track_view = |t: &TrackFacts| TrackView {
+            id: t.id.clone(),
+            title: t.title.clone(),
+            engine: t.engine.clone(),
+            mode: t.mode.clone(),
+            measured_duration_seconds: t.measured_duration_ms as f64 / 1000.0,
+            instrumental: t.instrumental,
+            playback_url: playback_url(&t.id),
+            licence: LicenceView {
+                licence_class: t.licence_class.clone(),
+                licence_version: t.licence_version.clone(),
+                commercial_use: t.commercial_use,
+                requires_attribution: t.requires_attribution,
+            },
+        };
+        let share = Some(ShareMeta {
+            target_type: row.target_type.as_str(),
+            visibility: row.visibility.as_str(),
+            expires_at: row.expires_at,
+        });
+        let mut view = ResolvedView {
+            kind: row.target_type.as_str(),
+            available: true,
+            message: None,
+            share,
+            track: None,
+            collection: None,
+            tracks: None,
+        };
+        match &row.content {
+            Content::Track(t) => view.track = Some(track_view(t)),
+            Content::Collection {
+                id,
+                name,
+                description,
+                tracks,
+            } => {
+                view.collection = Some(CollectionMeta {
+                    id: id.clone(),
+                    name: name.clone(),
+                    description: description.clone(),
+                });
+                view.tracks = Some(tracks.iter().map(track_view).collect());
+            }
+            Content::Removed => return Self::unavailable(row.target_type),
+        }
+        view
+    }
+}
+
+/// Timestamps in the contract's form: UTC, whole seconds, `Z`.
+pub fn whole_seconds<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,204 @@
+//! The query API end to end: created through the command API, projected, resolved here.
+//! Read your writes, revocation seen by two instances, `max_views` across two instances, and an
+//! expiry set in the past through the event log.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use events::envelope::{EventMetadata, NewEvent, StreamId};
+use events::event::{MediaFile, ShareCreated, TargetType, TrackImported, Visibility};
+use events::ids::{OrganizationId, ShareLinkId, TrackId, UserId};
+use events::licence::LicenceClass;
+use events::share_token::ShareToken;
+use events::{ExpectedVersion, MusicEvent};
+use serde_json::{json, Value};
+use tests::process::{Bin, Service};
+use tests::stack::Stack;
+
+mod query_fixture;
+
+use query_fixture::{share_via_api as share, upload_via_api as upload, ORG, USER};
+
+async fn status(stack: &Stack, api: &Service, token: &str) -> u16 {
+    stack
+        .http
+        .get(api.url(&format!("/v1/music/shared/{token}")))
+        .send()
+        .await
+        .expect("resolve")
+        .status()
+        .as_u16()
+}
+
+async fn roomy_stack() -> Stack {
+    Stack::start_with(&tests::nats::shared_url(), |env| {
+        env.set("RESOLVE_BURST", "100000");
+        env.set("RESOLVE_RATE_PER_MINUTE", "6000000");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_resolve_right_after_a_create_succeeds() {
+    let stack = roomy_stack().await;
+    let key = stack.api_key(USER, &[ORG]).await;
+    let track = upload(&stack, &key).await;
+    for i in 0..tests::scale(50) {
+        let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+        let token = link["token"].as_str().expect("token");
+        let response = stack
+            .http
+            .get(stack.query.url(&format!("/v1/music/shared/{token}")))
+            .send()
+            .await
+            .expect("resolve");
+        assert_eq!(
+            response.status(),
+            200,
+            "share #{i} was not readable at once"
+        );
+        let body: Value = response.json().await.expect("view");
+        assert_eq!(body["track"]["id"], track.as_str());
+        assert_eq!(body["track"]["measured_duration_seconds"], json!(1.0));
+        assert_eq!(body["track"]["licence"]["commercial_use"], false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_two_instances() {
+    let stack = roomy_stack().await;
+    let second = stack.start_another(Bin::QueryApi).await;
+    let key = stack.api_key(USER, &[ORG]).await;
+    let track = upload(&stack, &key).await;
+    let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+    let token = link["token"].as_str().expect("token").to_owned();
+    let id = link["id"].as_str().expect("id").to_owned();
+    // Both instances cache the live view.
+    for api in [&stack.query, &second] {
+        for _ in 0..3 {
+            assert_eq!(status(&stack, api, &token).await, 200);
+        }
+    }
+    let revoked = stack
+        .http
+        .delete(stack.command.url(&format!("/v1/music/{ORG}/share/{id}")))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for api in [&stack.query, &second] {
+        loop {
+            let s = status(&stack, api, &token).await;
+            if s == 404 {
+                break;
+            }
+            assert_eq!(s, 200);
+            assert!(
+                Instant::now() < deadline,
+                "an instance still serves a revoked link"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // And it stays dead (no stale cache entry comes back).
+    for api in [&stack.query, &second] {
+        assert_eq!(status(&stack, api, &token).await, 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_views_holds_across_two_instances_end_to_end() {
+    let stack = roomy_stack().await;
+    let second = stack.start_another(Bin::QueryApi).await;
+    let key = stack.api_key(USER, &[ORG]).await;
+    let track = upload(&stack, &key).await;
+    let link = share(
+        &stack,
+        &key,
+        &format!("tracks/{track}"),
+        json!({"max_views": 5}),
+    )
+    .await;
+    let token = link["token"].as_str().expect("token").to_owned();
+    let requests = (0..50).map(|i| {
+        let api = if i % 2 == 0 { &stack.query } else { &second };
+        status(&stack, api, &token)
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 5, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_in_the_past_set_through_the_event_log_is_dead() {
+    let stack = roomy_stack().await;
+    let pool = stack.db.pool().await;
+    let store = events::store::open(&events::store::Backend::Postgres, pool)
+        .await
+        .expect("store");
+    let meta = EventMetadata {
+        actor: USER.to_owned(),
+        trace_id: "req_expiryfixture0000".to_owned(),
+        occurred_at: Utc::now() - chrono::Duration::days(2),
+    };
+    let track = TrackId::generate();
+    let imported = MusicEvent::TrackImported(TrackImported {
+        track_id: track.clone(),
+        organization_id: OrganizationId::parse(ORG).expect("org"),
+        owner_id: UserId::parse(USER).expect("user"),
+        title: "Expiring".to_owned(),
+        engine: "studio".to_owned(),
+        mode: "creation".to_owned(),
+        instrumental: true,
+        licence_class: LicenceClass::Unclear,
+        licence_version: "2026-01".to_owned(),
+        measured_duration_ms: 1000,
+        media: MediaFile {
+            sha256: "0".repeat(64),
+            content_type: "audio/wav".to_owned(),
+            bytes: 16044,
+        },
+    });
+    store
+        .append(
+            &StreamId::new(format!("track-{track}")),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(&imported, &meta)],
+        )
+        .await
+        .expect("append track");
+    let mut tokens = Vec::new();
+    for expires_at in [
+        Utc::now() - chrono::Duration::minutes(1),
+        Utc::now() + chrono::Duration::days(1),
+    ] {
+        let token = ShareToken::generate();
+        let share_id = ShareLinkId::generate();
+        let created = MusicEvent::ShareCreated(ShareCreated {
+            share_id: share_id.clone(),
+            token_hash: token.hash(),
+            target_type: TargetType::Track,
+            target_id: track.as_str().to_owned(),
+            organization_id: OrganizationId::parse(ORG).expect("org"),
+            owner_id: UserId::parse(USER).expect("user"),
+            visibility: Visibility::LinkOnly,
+            expires_at: Some(expires_at),
+            max_views: None,
+        });
+        store
+            .append(
+                &StreamId::new(format!("share-{share_id}")),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(&created, &meta)],
+            )
+            .await
+            .expect("append share");
+        tokens.push(token.expose().to_owned());
+    }
+    // Read your writes covers events appended behind the API's back too.
+    assert_eq!(status(&stack, &stack.query, &tokens[1]).await, 200);
+    assert_eq!(status(&stack, &stack.query, &tokens[0]).await, 404);
+}
