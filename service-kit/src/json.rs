@@ -79,6 +79,12 @@ const DEFAULT_JSON_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Parses `bytes`: syntax errors are 400, type errors are 422 naming the field's path.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of the contract is an object; serde would otherwise read `[5]` as a struct
+    // whose first field is 5.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{' && (b.is_ascii_digit() || b"[\"-tfn".contains(b))) {
+        return Err(ApiError::invalid_field("body", "must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let inner = e.inner();
