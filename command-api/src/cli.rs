@@ -102,8 +102,6 @@ async fn serve(
     nats: NatsArgs,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
-    // Install the metrics recorder now: counts recorded before the first scrape would be lost.
-    telemetry::metrics_handle();
     let backend = event_store.backend().map_err(anyhow::Error::msg)?;
     let pool =
         migrations::prepare(&database.database_url, database.database_max_connections).await?;

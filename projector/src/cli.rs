@@ -127,8 +127,6 @@ async fn serve(
     settings: subscription::Settings,
     admin_addr: &str,
 ) -> anyhow::Result<()> {
-    // Install the recorder before the first batch, or its counts go nowhere.
-    telemetry::metrics_handle();
     let ready = server::ready_check({
         let (pool, store) = (pool.clone(), store.clone());
         move || {

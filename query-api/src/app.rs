@@ -8,10 +8,9 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
-use events::EventStore;
 use service_kit::auth::ApiKeys;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -90,11 +89,7 @@ impl App {
     /// Builds the state and starts the background tasks. NATS being down is not an error: the
     /// client connects in the background, audit events wait in the spool, the cache relies on
     /// its TTL until notices flow.
-    pub async fn start(
-        settings: Settings,
-        pool: PgPool,
-        store: Arc<dyn EventStore>,
-    ) -> anyhow::Result<App> {
+    pub async fn start(settings: Settings, pool: PgPool) -> anyhow::Result<App> {
         let trusted_proxies =
             TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
         let limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)
@@ -116,12 +111,10 @@ impl App {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let cache = Arc::new(ResolveCache::new(settings.cache_enabled));
-        let (projected_tx, projected_rx) = watch::channel(0u64);
         tasks.push(tokio::spawn(notices::listen(
             nats.clone(),
             settings.notice_namespace.clone(),
             cache.clone(),
-            projected_tx,
         )));
 
         let (auditor, publisher) = if settings.audit_enabled {
@@ -148,7 +141,7 @@ impl App {
         tasks.push(tokio::spawn(limit.clone().sweep(Duration::from_secs(5))));
 
         let state = AppState {
-            resolver: Arc::new(Resolver::new(pool.clone(), cache, store, projected_rx)),
+            resolver: Arc::new(Resolver::new(pool.clone(), cache)),
             limit,
             trusted_proxies: Arc::new(trusted_proxies),
             auditor,

@@ -166,7 +166,6 @@ mod tests {
 
     fn record(share_id: &str) -> Arc<ShareRecord> {
         Arc::new(ShareRecord {
-            position: 1,
             share: Some(ShareRow {
                 share_id: share_id.to_owned(),
                 target_type: TargetType::Track,

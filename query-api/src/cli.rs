@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
+use service_kit::config::{DatabaseArgs, NatsArgs};
 use service_kit::{server, telemetry};
 
 use crate::app::{App, Settings};
@@ -22,8 +22,6 @@ pub struct Cli {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub nats: NatsArgs,
-    #[command(flatten)]
-    pub event_store: EventStoreArgs,
     #[command(flatten)]
     pub query: QueryArgs,
     #[command(subcommand)]
@@ -132,9 +130,7 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         cli.database.database_max_connections,
     )
     .await?;
-    let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
-    let store = events::store::open(&backend, pool.clone()).await?;
-    let app = App::start(cli.settings(), pool.clone(), store).await?;
+    let app = App::start(cli.settings(), pool.clone()).await?;
 
     let ready = server::ready_check(move || {
         let pool = pool.clone();

@@ -1,25 +1,17 @@
-//! The projector's change notices, heard on core NATS: they evict the resolve cache at once and
-//! tell waiting resolves that the read models moved on.
+//! The projector's change notices, heard on core NATS: they evict the resolve cache at once.
 //!
-//! Notices are fire-and-forget; one lost costs a cache entry its TTL (see `cache`), never a
-//! wrong dead answer (dead answers are checked against the event log's head in `resolve`).
+//! Notices are fire-and-forget; one lost costs a cache entry its TTL (see `cache`).
 
 use std::sync::Arc;
 
 use async_nats::Client;
 use events::notice::{subject, ChangeNotice};
 use futures::StreamExt;
-use tokio::sync::watch;
 
 use crate::cache::ResolveCache;
 
 /// Listens forever (the client resubscribes by itself after a reconnect).
-pub async fn listen(
-    client: Client,
-    namespace: String,
-    cache: Arc<ResolveCache>,
-    projected: watch::Sender<u64>,
-) {
+pub async fn listen(client: Client, namespace: String, cache: Arc<ResolveCache>) {
     let subject = subject(&namespace);
     let mut subscription = loop {
         match client.subscribe(subject.clone()).await {
@@ -40,12 +32,5 @@ pub async fn listen(
             }
         };
         cache.apply(&notice);
-        projected.send_if_modified(|p| {
-            let moved = notice.position > *p || notice.rebuilt;
-            if moved {
-                *p = notice.position;
-            }
-            moved
-        });
     }
 }

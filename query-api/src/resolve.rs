@@ -5,18 +5,15 @@
 //! then a live limited link takes one view from its exact cross-instance counter. Dead links of
 //! every cause get one identical answer; the audit alone tells the causes apart.
 //!
-//! **Read your writes.** A dead answer is never given from a record older than the event log's
-//! head at the time of the request: if the record's read-model position is behind the head, the
-//! resolve waits (bounded) for the projector to pass the head and reads again. So the first
-//! resolve after a `201` finds the new link, whatever the cache held, and live answers (the hot
-//! path) pay nothing for it.
+//! **Read your writes** is the command API's job: it answers a `201` only once the projector has
+//! announced the event's position (see `command-api/src/read_your_writes.rs`). The query side
+//! therefore never consults the event log, and a dead link costs what a live one does.
 //!
 //! Rendering is separate from resolving ([`Resolution`] → [`render_json`]), so an HTML renderer
 //! can sit beside the JSON one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
@@ -26,26 +23,18 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
 use events::share_token::TokenHash;
-use events::EventStore;
 use service_kit::ApiError;
 use sqlx::{PgPool, Row};
-use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Format, Outcome};
 use crate::cache::ResolveCache;
 use crate::view::{Content, DeadCause, Judgement, ResolvedView, ShareRecord, ShareRow, TrackFacts};
 
-/// How long a dead answer may wait for the projector to catch up with the log's head.
-pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
-const CATCH_UP_POLL: Duration = Duration::from_millis(25);
-
 /// Looks token hashes up: cache, read models, and the `max_views` counters.
 pub struct Resolver {
     pool: PgPool,
     cache: Arc<ResolveCache>,
-    store: Arc<dyn EventStore>,
-    projected: watch::Receiver<u64>,
 }
 
 /// What a token resolved to, before rendering.
@@ -61,18 +50,8 @@ impl Resolution {
 }
 
 impl Resolver {
-    pub fn new(
-        pool: PgPool,
-        cache: Arc<ResolveCache>,
-        store: Arc<dyn EventStore>,
-        projected: watch::Receiver<u64>,
-    ) -> Self {
-        Resolver {
-            pool,
-            cache,
-            store,
-            projected,
-        }
+    pub fn new(pool: PgPool, cache: Arc<ResolveCache>) -> Self {
+        Resolver { pool, cache }
     }
 
     pub async fn resolve(
@@ -80,16 +59,10 @@ impl Resolver {
         hash: &TokenHash,
         now: DateTime<Utc>,
     ) -> Result<Resolution, ApiError> {
-        let mut record = match self.cache.get(hash) {
+        let record = match self.cache.get(hash) {
             Some(record) => record,
             None => self.read(hash).await?,
         };
-        if let Judgement::Dead(_) = record.judge(now) {
-            let head = self.store.head().await?;
-            if record.position < head {
-                record = self.catch_up(hash, head).await?;
-            }
-        }
         let outcome = match record.judge(now) {
             Judgement::Dead(cause) => dead_outcome(cause),
             Judgement::Unavailable(_) => Outcome::Unavailable,
@@ -101,29 +74,6 @@ impl Resolver {
             },
         };
         Ok(Resolution { outcome, record })
-    }
-
-    /// Reads until the read models have passed `head`, or the wait is over.
-    async fn catch_up(&self, hash: &TokenHash, head: u64) -> Result<Arc<ShareRecord>, ApiError> {
-        let deadline = Instant::now() + CATCH_UP_LIMIT;
-        let mut projected = self.projected.clone();
-        loop {
-            let record = self.read(hash).await?;
-            let now = Instant::now();
-            if record.position >= head || now >= deadline {
-                if record.position < head {
-                    tracing::warn!(
-                        read_model = record.position,
-                        head,
-                        "the read models are behind the event log; answering from them"
-                    );
-                }
-                return Ok(record);
-            }
-            // A change notice usually says "caught up" first; the poll covers a lost one.
-            let wait = CATCH_UP_POLL.min(deadline - now);
-            let _ = tokio::time::timeout(wait, projected.changed()).await;
-        }
     }
 
     /// One read-model query (one snapshot) for `hash`, cached unless a notice overtook it.
@@ -160,11 +110,10 @@ fn dead_outcome(cause: DeadCause) -> Outcome {
     }
 }
 
-/// The share, its content and (for a collection) its live tracks in the owner's order, with the
-/// read models' checkpoint, in one statement so all of it comes from one snapshot.
+/// The share, its content and (for a collection) its live tracks in the owner's order, in one
+/// statement so all of it comes from one snapshot.
 const RESOLVE_SQL: &str = "\
-SELECT (SELECT position FROM read_model.checkpoint) AS position, \
-       s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, s.max_views, \
+SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, s.max_views, \
        s.revoked_at, \
        t.track_id, t.title, t.engine, t.mode, t.measured_duration_ms, t.instrumental, \
        t.licence_class, t.licence_version, t.commercial_use, t.requires_attribution, \
@@ -193,13 +142,8 @@ async fn read_record(pool: &PgPool, hash: &TokenHash) -> Result<ShareRecord, Api
         .bind(hash.as_str())
         .fetch_one(pool)
         .await?;
-    let position: Option<i64> = row.try_get("position")?;
-    let position = position.unwrap_or(0).max(0) as u64;
     let Some(share_id) = row.try_get::<Option<String>, _>("share_id")? else {
-        return Ok(ShareRecord {
-            position,
-            share: None,
-        });
+        return Ok(ShareRecord { share: None });
     };
     let target_type = match row.try_get::<String, _>("target_type")?.as_str() {
         "track" => TargetType::Track,
@@ -254,7 +198,6 @@ async fn read_record(pool: &PgPool, hash: &TokenHash) -> Result<ShareRecord, Api
     };
     let max_views: Option<i32> = row.try_get("max_views")?;
     Ok(ShareRecord {
-        position,
         share: Some(ShareRow {
             share_id,
             target_type,

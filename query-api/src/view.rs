@@ -13,9 +13,6 @@ use serde::{Serialize, Serializer};
 /// The read models' answer for one token hash.
 #[derive(Clone, Debug)]
 pub struct ShareRecord {
-    /// The read models' checkpoint in the same snapshot as the row: they reflected the event
-    /// log up to here when this record was read.
-    pub position: u64,
     /// `None`: no share link has this token hash.
     pub share: Option<ShareRow>,
 }

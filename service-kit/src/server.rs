@@ -21,6 +21,9 @@ pub type ReadyCheck =
 
 /// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
 pub fn health_routes<S: Clone + Send + Sync + 'static>(ready: ReadyCheck) -> Router<S> {
+    // Installed now, when the process starts serving: counts recorded before the first scrape
+    // would otherwise go nowhere.
+    let metrics = telemetry::metrics_handle();
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
@@ -39,7 +42,7 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(ready: ReadyCheck) -> Rou
         )
         .route(
             "/metrics",
-            get(|| async { telemetry::metrics_handle().render() }),
+            get(move || std::future::ready(metrics.render())),
         )
 }
 

@@ -219,10 +219,7 @@ impl InProcess {
                 .expect("server runtime");
             runtime.block_on(async move {
                 let pool = migrations::prepare(&database_url, 4).await.expect("pool");
-                let store = events::store::open(&events::store::Backend::Postgres, pool.clone())
-                    .await
-                    .expect("store");
-                let app = App::start(settings, pool, store).await.expect("app");
+                let app = App::start(settings, pool).await.expect("app");
                 let router = service_kit::server::finish(
                     app.routes().route("/bench/empty", get(|| async { "" })),
                 );
