@@ -4,8 +4,9 @@
 //! The projector publishes a [`ChangeNotice`] after each committed batch, and an idle heartbeat
 //! about every second, on core NATS. One subscription per process keeps the latest position in a
 //! `watch` channel. A command waits only while a projector is known to be alive (a notice was
-//! heard recently): with no projector running, or NATS down, nothing waits, and the command side
-//! keeps working on its own.
+//! heard recently), or in the first seconds after start, before a first heartbeat could have
+//! arrived: with no projector running, or NATS down, nothing waits after that, and the command
+//! side keeps working on its own.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ struct Heard {
 pub struct ProjectorProgress {
     heard: watch::Receiver<Heard>,
     timeout: Duration,
+    started: Instant,
 }
 
 impl ProjectorProgress {
@@ -38,7 +40,11 @@ impl ProjectorProgress {
     pub fn listen(nats_url: String, namespace: &str, timeout: Duration) -> Self {
         let (tx, heard) = watch::channel(Heard::default());
         tokio::spawn(follow(nats_url, notice::subject(namespace), tx));
-        ProjectorProgress { heard, timeout }
+        ProjectorProgress {
+            heard,
+            timeout,
+            started: Instant::now(),
+        }
     }
 
     /// Never waits (tools, and processes started without NATS).
@@ -47,6 +53,7 @@ impl ProjectorProgress {
         ProjectorProgress {
             heard,
             timeout: Duration::ZERO,
+            started: Instant::now(),
         }
     }
 
@@ -54,16 +61,26 @@ impl ProjectorProgress {
     /// only if a projector is alive.
     pub async fn wait_for(&self, position: Position) {
         let now = *self.heard.borrow();
-        let alive = now.at.is_some_and(|at| at.elapsed() < ALIVE_WITHIN);
-        if !alive || now.position >= position || self.timeout.is_zero() {
+        if now.position >= position {
+            return;
+        }
+        let limit = match now.at {
+            Some(at) if at.elapsed() < ALIVE_WITHIN => self.timeout,
+            Some(_) => return,
+            // Never heard yet: a projector's first heartbeat may still be on its way. Wait for
+            // it only as long as it could take to come.
+            None => ALIVE_WITHIN
+                .saturating_sub(self.started.elapsed())
+                .min(self.timeout),
+        };
+        if limit.is_zero() {
             return;
         }
         let started = Instant::now();
         let mut heard = self.heard.clone();
-        let reached =
-            tokio::time::timeout(self.timeout, heard.wait_for(|h| h.position >= position))
-                .await
-                .is_ok_and(|r| r.is_ok());
+        let reached = tokio::time::timeout(limit, heard.wait_for(|h| h.position >= position))
+            .await
+            .is_ok_and(|r| r.is_ok());
         metrics::histogram!("read_your_writes_wait_seconds")
             .record(started.elapsed().as_secs_f64());
         if !reached {

@@ -136,7 +136,7 @@ async fn max_views_holds_across_two_instances_end_to_end() {
 async fn an_expiry_in_the_past_set_through_the_event_log_is_dead() {
     let stack = roomy_stack().await;
     let pool = stack.db.pool().await;
-    let store = events::store::open(&events::store::Backend::Postgres, pool)
+    let store = events::store::open(&events::store::Backend::Postgres, pool.clone())
         .await
         .expect("store");
     let meta = EventMetadata {
@@ -198,7 +198,9 @@ async fn an_expiry_in_the_past_set_through_the_event_log_is_dead() {
             .expect("append share");
         tokens.push(token.expose().to_owned());
     }
-    // Read your writes covers events appended behind the API's back too.
+    // Appended behind the command API's back, so nobody waited for the projector: do it here.
+    let head = store.head().await.expect("head");
+    tests::read_model::wait_for_checkpoint(&pool, head, std::time::Duration::from_secs(30)).await;
     assert_eq!(status(&stack, &stack.query, &tokens[1]).await, 200);
     assert_eq!(status(&stack, &stack.query, &tokens[0]).await, 404);
 }
