@@ -70,8 +70,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         ("status", status.to_string()),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     tracing::info!(
         method,
         route,
