@@ -68,7 +68,9 @@ pub async fn prepare(url: &str, max_connections: u32) -> Result<PgPool, PrepareE
 
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(5))
+        // While PostgreSQL is down, sqlx keeps retrying a refused connection until this runs
+        // out: it is how long a request waits before it is told 503, so keep it short.
+        .acquire_timeout(Duration::from_secs(2))
         .connect_with(
             options
                 .clone()

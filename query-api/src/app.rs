@@ -105,6 +105,11 @@ impl App {
         let nats = async_nats::ConnectOptions::new()
             .name("query-api")
             .retry_on_initial_connect()
+            // After an outage, reconnect within a second (the default backs off to 4 s): the
+            // spool waits to be delivered and the cache to hear notices again.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * attempts.min(10) as u64)
+            })
             .connect(settings.nats_url.as_str())
             .await?;
 
@@ -171,18 +176,17 @@ impl App {
     /// Stops the background tasks: view statistics are flushed, audit events still queued are
     /// published or spooled.
     pub async fn shutdown(mut self) {
+        // The server has drained its requests, so everything they audited is in the channel;
+        // told to stop, the publisher empties it (and the spool) before it returns.
         self.stop.cancel();
-        // Drop our sender so the publisher sees the channel close once requests are done.
-        let state = self.state.clone();
-        drop(self.state.auditor.clone());
+        let state = &self.state;
         if let Err(e) = state.stats.flush(&state.pool).await {
             tracing::warn!(error = %e, "could not flush view statistics at shutdown");
         }
         if let Some(publisher) = self.publisher.take() {
-            if tokio::time::timeout(Duration::from_secs(10), publisher)
-                .await
-                .is_err()
-            {
+            // Its own grace for an unreachable NATS, and time to deliver after it.
+            let bound = crate::audit::publisher::STOP_GRACE + Duration::from_secs(5);
+            if tokio::time::timeout(bound, publisher).await.is_err() {
                 tracing::error!("the audit publisher did not stop in time");
             }
         }

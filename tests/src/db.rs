@@ -12,14 +12,22 @@ pub fn admin_url() -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    /// The server's `postgres` database, where this one is dropped from.
+    admin: String,
 }
 
 impl TestDb {
     /// A fresh, empty database (not yet migrated: the services migrate it on start, and
     /// [`TestDb::pool`] migrates it for tests that talk to it directly).
     pub async fn new() -> TestDb {
+        TestDb::new_on(&admin_url()).await
+    }
+
+    /// A fresh, empty database on another server (say, a [`crate::postgres::PrivatePostgres`]),
+    /// given the URL of that server's `postgres` database.
+    pub async fn new_on(admin: &str) -> TestDb {
         let name = format!("ms_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin_url();
+        let admin = admin.to_owned();
         let mut conn = PgConnection::connect(&admin)
             .await
             .expect("connect to the test PostgreSQL server");
@@ -31,7 +39,7 @@ impl TestDb {
             Some(slash) => format!("{}/{}", &admin[..slash], name),
             None => panic!("TEST_DATABASE_URL has no database part: {admin}"),
         };
-        TestDb { name, url }
+        TestDb { name, url, admin }
     }
 
     /// A migrated pool on this database.
@@ -46,6 +54,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop runs outside any runtime guarantee; use a private thread and runtime.
         let name = self.name.clone();
+        let admin = self.admin.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -54,7 +63,7 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut conn)
                         .await;

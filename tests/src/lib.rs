@@ -6,6 +6,7 @@
 //! ones. Sizes of heavy tests come from [`scale`], which CI sets small.
 
 pub mod audio;
+pub mod audit;
 pub mod browser;
 pub mod conformance;
 pub mod db;

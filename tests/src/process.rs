@@ -184,6 +184,11 @@ impl Service {
         signal(self.pid(), libc::SIGKILL);
     }
 
+    /// Whether the process has exited (crashed, or stopped on its own).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to exit.
     pub async fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
         tokio::time::timeout(timeout, self.child.wait())

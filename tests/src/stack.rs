@@ -24,7 +24,15 @@ impl Stack {
 
     /// All three services on `nats_url`, after `customize` has adjusted their environment.
     pub async fn start_with(nats_url: &str, customize: impl FnOnce(&mut ServiceEnv)) -> Stack {
-        let db = TestDb::new().await;
+        Stack::start_on(TestDb::new().await, nats_url, customize).await
+    }
+
+    /// All three services on `db` (which may live on a private server) and `nats_url`.
+    pub async fn start_on(
+        db: TestDb,
+        nats_url: &str,
+        customize: impl FnOnce(&mut ServiceEnv),
+    ) -> Stack {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = ServiceEnv::new(&db, nats_url, dir.path());
         customize(&mut env);

@@ -4,61 +4,11 @@
 mod query_fixture;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use query_fixture::{audio_bytes, QueryEnv, ShareOpts};
-use serde_json::Value;
+use tests::audit::{stream_count, tail, wait_for_count};
 use tests::nats::PrivateNats;
-use tests::process::Bin;
-
-async fn stream_count(url: &str) -> Option<u64> {
-    let client = async_nats::connect(url).await.ok()?;
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("MUSIC_AUDIT").await.ok()?;
-    Some(stream.info().await.ok()?.state.messages)
-}
-
-async fn wait_for_count(url: &str, want: u64, deadline: Duration) -> u64 {
-    let end = Instant::now() + deadline;
-    loop {
-        let n = stream_count(url).await.unwrap_or(0);
-        if n >= want || Instant::now() > end {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Every message in the stream, via `query-api audit tail --from-start`.
-async fn tail_all(q: &QueryEnv, url: &str, count: u64) -> Vec<Value> {
-    let mut env = q.env.clone();
-    env.set("NATS_URL", url);
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        env.run(
-            Bin::QueryApi,
-            &[
-                "audit",
-                "tail",
-                "--from-start",
-                "--limit",
-                &count.to_string(),
-            ],
-        ),
-    )
-    .await
-    .expect("audit tail finishes");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON message per line"))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attempt_is_audited_once_even_across_a_nats_outage() {
@@ -90,7 +40,7 @@ async fn every_attempt_is_audited_once_even_across_a_nats_outage() {
         wait_for_count(&nats.url(), 1, Duration::from_secs(30)).await,
         1
     );
-    let first = &tail_all(&q, &nats.url(), 1).await[0];
+    let first = &tail(&q.env, &nats.url(), 1).await[0];
     let mut fields: Vec<&str> = first
         .as_object()
         .expect("object")
@@ -151,7 +101,7 @@ async fn every_attempt_is_audited_once_even_across_a_nats_outage() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stream_count(&nats.url()).await, Some(want));
 
-    let all = tail_all(&q, &nats.url(), want).await;
+    let all = tail(&q.env, &nats.url(), want).await;
     assert_eq!(all.len() as u64, want);
     let ids: HashSet<&str> = all
         .iter()
@@ -240,7 +190,7 @@ async fn events_in_flight_when_nats_dies_are_stored_once_even_past_the_duplicate
         Some(n as u64),
         "duplicates arrived"
     );
-    let all = tail_all(&q, &nats.url(), n as u64).await;
+    let all = tail(&q.env, &nats.url(), n as u64).await;
     let ids: HashSet<&str> = all
         .iter()
         .map(|m| m["event_id"].as_str().expect("id"))

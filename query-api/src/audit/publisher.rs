@@ -32,6 +32,9 @@ use super::{AuditEvent, STREAM, STREAM_SUBJECTS, SUBJECT};
 const BATCH: usize = 512;
 const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How long a stopping publisher waits for an unreachable NATS before it leaves the spool to the
+/// next start. Below the app's own shutdown bound (`App::shutdown`).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long before the duplicate window closes we stop trusting it.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
 
@@ -74,18 +77,25 @@ impl Publisher {
         }
     }
 
-    /// Runs until `stop` is cancelled and the channel is drained (to JetStream or the spool).
+    /// Runs until `stop` is cancelled, then returns once the channel is drained and the spool
+    /// delivered. With NATS unreachable it waits up to [`STOP_GRACE`] for it to return, then
+    /// leaves the rest in the spool (on disk, for the next instance on this slot).
     pub async fn run(mut self, mut rx: mpsc::Receiver<AuditEvent>, stop: CancellationToken) {
         let mut fresh: Vec<AuditEvent> = Vec::with_capacity(BATCH);
-        let mut stopping = false;
+        // Set once stopping: past it, an unreachable NATS is not waited for any longer.
+        let mut give_up_at: Option<tokio::time::Instant> = None;
         loop {
-            if fresh.is_empty() && self.spool.pending() == 0 {
+            // Idle: wait for an event or the stop. Once stopping, never wait on the channel
+            // alone (its senders live as long as the app), only drain it.
+            if fresh.is_empty() && self.spool.pending() == 0 && give_up_at.is_none() {
                 tokio::select! {
                     event = rx.recv() => match event {
                         Some(e) => fresh.push(e),
                         None => break,
                     },
-                    _ = stop.cancelled(), if !stopping => stopping = true,
+                    _ = stop.cancelled() => {
+                        give_up_at = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    }
                 }
             }
             while fresh.len() < BATCH {
@@ -94,20 +104,22 @@ impl Publisher {
                     Err(_) => break,
                 }
             }
-            if stopping && fresh.is_empty() && rx.is_empty() {
-                break;
-            }
             let up = self.is_up().await;
+            if let Some(deadline) = give_up_at {
+                let drained = fresh.is_empty() && rx.is_empty();
+                let given_up = !up && tokio::time::Instant::now() >= deadline;
+                if drained && (self.spool.pending() == 0 || given_up) {
+                    break;
+                }
+                if given_up {
+                    self.spool_events(std::mem::take(&mut fresh));
+                    continue;
+                }
+            }
             if self.spool.pending() > 0 || !up {
                 self.spool_events(std::mem::take(&mut fresh));
                 if up {
                     self.deliver_spool_batch().await;
-                } else if stopping {
-                    while let Ok(e) = rx.try_recv() {
-                        fresh.push(e);
-                    }
-                    self.spool_events(std::mem::take(&mut fresh));
-                    break;
                 } else {
                     // Wait for NATS, still taking events off the channel into the spool.
                     if let Ok(Some(e)) = tokio::time::timeout(RETRY_EVERY, rx.recv()).await {
