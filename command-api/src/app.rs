@@ -9,10 +9,32 @@ use axum::Router;
 use events::EventStore;
 use service_kit::auth::ApiKeys;
 use service_kit::server::{self, ReadyCheck};
+use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
 
 use crate::read_your_writes::ProjectorProgress;
 use crate::{collections, library, shares, tracks};
+
+/// What the command API reports on `/metrics`, beside the HTTP metrics every process has.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        "events_appended_total",
+        "Events appended to the event log, by event type",
+    )
+    .series(&[]),
+    Metric::counter(
+        "command_conflicts_total",
+        "Appends that lost a race for a stream and were decided again",
+    ),
+    Metric::histogram(
+        "read_your_writes_wait_seconds",
+        "Time a command waited for the projector to reach its events",
+    ),
+    Metric::counter(
+        "read_your_writes_timeouts_total",
+        "Commands answered before the projector was heard reaching their events",
+    ),
+];
 
 /// What every handler may use, passed by axum's `State`.
 #[derive(Clone)]
@@ -47,6 +69,7 @@ impl FromRef<AppState> for ApiKeys {
 
 /// The whole application, ready to serve.
 pub fn router(state: AppState) -> Router {
+    telemetry::describe(METRICS);
     let ready = readiness(state.clone());
     // Uploads stream to disk and count their own bytes; the body limit only stops a form far
     // beyond any acceptable audio file.

@@ -138,6 +138,7 @@ async fn serve(
             }
         }
     });
+    telemetry::describe(subscription::METRICS);
     let admin = server::finish(server::health_routes(ready));
     let listener = server::bind(admin_addr, "projector").await?;
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use events::notice::ChangeNotice;
 use events::store::postgres::is_unavailable;
 use events::{EventStore, Position};
+use service_kit::telemetry::Metric;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
@@ -20,6 +21,34 @@ use crate::batch::{self, Mode, Outcome};
 use crate::decode::Batch;
 use crate::notices::Notifier;
 use crate::schema;
+
+/// What the live projector reports on `/metrics` (its admin address).
+pub const METRICS: &[Metric] = &[
+    Metric::gauge(
+        "projector_checkpoint_position",
+        "Global position of the last event applied to the live read models",
+    ),
+    Metric::gauge(
+        "projector_head_position",
+        "Global position of the last event in the log, as last seen",
+    ),
+    Metric::gauge(
+        "projector_lag_positions",
+        "Head minus checkpoint: how far the read models are behind the log",
+    ),
+    Metric::counter(
+        "projector_events_applied_total",
+        "Events applied to the read models",
+    ),
+    Metric::histogram(
+        "projector_batch_duration_seconds",
+        "Time to apply one batch and its checkpoint",
+    ),
+    Metric::counter(
+        "projector_notices_dropped_total",
+        "Change notices not published (NATS down or the queue full); caches rely on their TTL",
+    ),
+];
 
 /// How often an idle projector says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 use service_kit::auth::ApiKeys;
+use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,6 +25,48 @@ use crate::rate_limit::ResolveLimit;
 use crate::resolve::Resolver;
 use crate::stats::ViewStats;
 use crate::{media, notices, resolve, shares};
+
+/// What a query-API instance reports on `/metrics`, beside the HTTP metrics every process has.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        "resolve_cache_hits_total",
+        "Resolves answered from the cache",
+    ),
+    Metric::counter(
+        "resolve_cache_misses_total",
+        "Resolves that read the read models",
+    ),
+    Metric::counter(
+        "resolve_rate_limited_total",
+        "Resolves refused by the per-client-IP rate limit",
+    ),
+    Metric::gauge(
+        "resolve_rate_limit_keys",
+        "Client IPs the rate limiter currently remembers",
+    ),
+    Metric::counter(
+        "audit_published_total",
+        "Audit events acknowledged by JetStream",
+    ),
+    Metric::counter(
+        "audit_publish_failures_total",
+        "Audit publish batches that JetStream did not fully acknowledge",
+    ),
+    Metric::counter(
+        "audit_dropped_total",
+        "Audit events lost: the request channel or the spool was full, or the spool unwritable",
+    )
+    .series(&[
+        &[("reason", "channel_full")],
+        &[("reason", "spool_full")],
+        &[("reason", "spool_io")],
+    ]),
+    Metric::gauge(
+        "audit_spool_depth",
+        "Audit events waiting in the on-disk spool for NATS",
+    ),
+    Metric::gauge("audit_spool_bytes", "Size of the audit spool on disk"),
+];
 
 /// Everything one instance is configured with (the CLI fills it from flags and environment).
 #[derive(Clone, Debug)]
@@ -90,6 +133,7 @@ impl App {
     /// client connects in the background, audit events wait in the spool, the cache relies on
     /// its TTL until notices flow.
     pub async fn start(settings: Settings, pool: PgPool) -> anyhow::Result<App> {
+        telemetry::describe(METRICS);
         let trusted_proxies =
             TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
         let limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)

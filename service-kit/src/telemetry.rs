@@ -51,6 +51,92 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// One metric a process reports, with the help text `/metrics` shows for it.
+pub struct Metric {
+    kind: Kind,
+    name: &'static str,
+    help: &'static str,
+    /// Label sets to show at zero before anything happens (counters and gauges only).
+    series: &'static [&'static [(&'static str, &'static str)]],
+}
+
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Metric {
+    pub const fn counter(name: &'static str, help: &'static str) -> Metric {
+        Metric {
+            kind: Kind::Counter,
+            name,
+            help,
+            series: &[&[]],
+        }
+    }
+    pub const fn gauge(name: &'static str, help: &'static str) -> Metric {
+        Metric {
+            kind: Kind::Gauge,
+            name,
+            help,
+            series: &[&[]],
+        }
+    }
+    pub const fn histogram(name: &'static str, help: &'static str) -> Metric {
+        Metric {
+            kind: Kind::Histogram,
+            name,
+            help,
+            series: &[],
+        }
+    }
+    /// Shows these label sets at zero instead of the bare name.
+    pub const fn series(
+        self,
+        series: &'static [&'static [(&'static str, &'static str)]],
+    ) -> Metric {
+        Metric { series, ..self }
+    }
+}
+
+/// What every HTTP process reports.
+pub const HTTP_METRICS: &[Metric] = &[
+    Metric::counter(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template and status",
+    )
+    .series(&[]),
+    Metric::histogram(
+        "http_request_duration_seconds",
+        "Time to answer an HTTP request, by method, route template and status",
+    ),
+];
+
+/// Installs the recorder and describes `metrics`, with counters and gauges at zero, so every
+/// series is on `/metrics` from the first scrape: an alert on a counter that has never moved
+/// must still find it.
+pub fn describe(metrics: &[Metric]) {
+    let _ = metrics_handle();
+    for m in HTTP_METRICS.iter().chain(metrics) {
+        match m.kind {
+            Kind::Counter => {
+                metrics::describe_counter!(m.name, m.help);
+                for labels in m.series {
+                    metrics::counter!(m.name, *labels).increment(0);
+                }
+            }
+            Kind::Gauge => {
+                metrics::describe_gauge!(m.name, m.help);
+                for labels in m.series {
+                    metrics::gauge!(m.name, *labels).increment(0.0);
+                }
+            }
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
 /// Middleware: one access log line and two metrics per request (a counter and a latency
 /// histogram), labelled by method, route template and status.
 pub async fn track_http(request: Request, next: Next) -> Response {

@@ -425,14 +425,7 @@ async fn metric(q: &QueryEnv, api: &Service, name: &str) -> f64 {
     let Ok(response) = q.http.get(api.url("/metrics")).send().await else {
         return 0.0;
     };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    tests::read_model::metric(&response.text().await.unwrap_or_default(), name)
 }
 
 /// SIGTERM while requests are in flight: a slow upload to the command API and a slow download
