@@ -58,6 +58,11 @@ impl ApiError {
         &self.0.details
     }
 
+    /// The `Retry-After` seconds the response carries (429 and 503), for other renderings.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.0.retry_after
+    }
+
     /// 400: the request could not be parsed (malformed JSON, wrong content type, bad multipart).
     pub fn bad_request(system_message: impl Into<String>) -> Self {
         Self::new(

@@ -122,6 +122,16 @@ impl Browser {
         }
     }
 
+    /// Resizes the browser window (say, to a phone's width before a screenshot).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await;
+    }
+
     /// Saves a PNG screenshot of the viewport.
     pub async fn screenshot(&self, path: &Path) {
         let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
