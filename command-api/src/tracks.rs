@@ -194,12 +194,16 @@ async fn import_form(
         Some(upload) => {
             let sha256 = upload.finish().await.map_err(ApiError::internal)?;
             let path = upload.path().to_owned();
-            let measured = tokio::task::spawn_blocking(move || audio::measure(&path))
-                .await
-                .unwrap_or_else(|panic| {
-                    tracing::warn!(error = %panic, "the audio decoder panicked");
-                    Err(audio::NotAudio("could not be decoded".to_owned()))
-                });
+            // The decoder runs on a blocking thread; keep it in the request's span so what it
+            // logs carries the request id.
+            let span = tracing::Span::current();
+            let measured =
+                tokio::task::spawn_blocking(move || span.in_scope(|| audio::measure(&path)))
+                    .await
+                    .unwrap_or_else(|panic| {
+                        tracing::warn!(error = %panic, "the audio decoder panicked");
+                        Err(audio::NotAudio("could not be decoded".to_owned()))
+                    });
             match measured {
                 Ok(measured) => Some((measured, sha256, upload.bytes())),
                 Err(why) => {

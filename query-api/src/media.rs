@@ -136,7 +136,7 @@ async fn serve(
     let (status, start, end) = match range {
         None | Some(RangeRequest::Ignored) => (StatusCode::OK, 0, len),
         Some(RangeRequest::Unsatisfiable) => {
-            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            let mut response = ApiError::range_not_satisfiable(len).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, v);
             }

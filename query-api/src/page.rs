@@ -114,6 +114,9 @@ struct PageTrack {
     instrumental: &'static str,
     engine: String,
     mode: String,
+    /// For the preview text.
+    is_instrumental: bool,
+    needs_attribution: bool,
 }
 
 impl PageTrack {
@@ -139,17 +142,27 @@ impl PageTrack {
             instrumental: if track.instrumental { "Yes" } else { "No" },
             engine: track.engine,
             mode: track.mode,
+            is_instrumental: track.instrumental,
+            needs_attribution: track.licence.requires_attribution,
         }
     }
 
-    /// The preview text: duration, instrumental, what the licence allows.
+    /// The preview text: duration, instrumental, what the licence allows and asks.
     fn summary(&self) -> String {
-        let instrumental = if self.instrumental == "Yes" {
+        let instrumental = if self.is_instrumental {
             " · Instrumental"
         } else {
             ""
         };
-        format!("Track · {}{instrumental} · {}", self.clock, self.commercial)
+        let attribution = if self.needs_attribution {
+            " · Attribution required"
+        } else {
+            ""
+        };
+        format!(
+            "Track · {}{instrumental} · {}{attribution}",
+            self.clock, self.commercial
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -37,6 +37,19 @@ use crate::view::{Content, DeadCause, Judgement, ResolvedView, ShareRecord, Shar
 pub struct Resolver {
     pool: PgPool,
     cache: Arc<ResolveCache>,
+    /// Limited links this instance has seen run out. A count only grows, so once out a link is
+    /// out for good: later resolves answer without a round trip, as fast as any other dead link
+    /// (otherwise the counter's round trip would tell an over-limit link from a revoked one).
+    exhausted: moka::sync::Cache<String, ()>,
+}
+
+/// Whether a resolve counts as a view of a limited link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Viewing {
+    /// A `GET`: takes one view.
+    Take,
+    /// A `HEAD` (link checkers, preview probes): tells whether a view is left, takes none.
+    Peek,
 }
 
 /// What a token resolved to, before rendering.
@@ -53,13 +66,18 @@ impl Resolution {
 
 impl Resolver {
     pub fn new(pool: PgPool, cache: Arc<ResolveCache>) -> Self {
-        Resolver { pool, cache }
+        Resolver {
+            pool,
+            cache,
+            exhausted: moka::sync::Cache::new(EXHAUSTED_CAPACITY),
+        }
     }
 
     pub async fn resolve(
         &self,
         hash: &TokenHash,
         now: DateTime<Utc>,
+        viewing: Viewing,
     ) -> Result<Resolution, ApiError> {
         let record = match self.cache.get(hash) {
             Some(record) => record,
@@ -69,7 +87,7 @@ impl Resolver {
             Judgement::Dead(cause) => dead_outcome(cause),
             Judgement::Unavailable(_) => Outcome::Unavailable,
             Judgement::Alive(row) => match row.max_views {
-                Some(max) if !self.take_view(&row.share_id, max).await? => {
+                Some(max) if !self.view_left(&row.share_id, max, viewing).await? => {
                     dead_outcome(DeadCause::OverLimit)
                 }
                 _ => Outcome::Ok,
@@ -84,6 +102,35 @@ impl Resolver {
         let record = Arc::new(read_record(&self.pool, hash).await?);
         self.cache.insert(hash, record.clone(), ticket);
         Ok(record)
+    }
+
+    /// Whether a limited link has a view left, taking it for [`Viewing::Take`]; `false` when
+    /// none is left.
+    async fn view_left(
+        &self,
+        share_id: &str,
+        max_views: u32,
+        viewing: Viewing,
+    ) -> Result<bool, ApiError> {
+        if self.exhausted.contains_key(share_id) {
+            return Ok(false);
+        }
+        let left = match viewing {
+            Viewing::Take => self.take_view(share_id, max_views).await?,
+            Viewing::Peek => {
+                let used: Option<i64> = sqlx::query_scalar(
+                    "SELECT used FROM query_side.share_usage WHERE share_id = $1",
+                )
+                .bind(share_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                used.unwrap_or(0) < i64::from(max_views)
+            }
+        };
+        if !left {
+            self.exhausted.insert(share_id.to_owned(), ());
+        }
+        Ok(left)
     }
 
     /// Takes one view of a limited link; `false` when none is left. Exact across instances: one
@@ -102,6 +149,10 @@ impl Resolver {
         Ok(used.is_some())
     }
 }
+
+/// Run-out links remembered per instance; beyond this the oldest are forgotten (and pay one
+/// round trip again).
+const EXHAUSTED_CAPACITY: u64 = 100_000;
 
 fn dead_outcome(cause: DeadCause) -> Outcome {
     match cause {
@@ -316,10 +367,16 @@ fn parse_qvalue(value: &str) -> Option<u16> {
 pub async fn handler(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
 ) -> Response {
     let now = Utc::now();
+    let viewing = if method == Method::HEAD {
+        Viewing::Peek
+    } else {
+        Viewing::Take
+    };
     let ip = app.trusted_proxies.client_ip(peer.ip(), &headers);
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -347,7 +404,7 @@ pub async fn handler(
     };
     drop(token);
 
-    let resolution = match app.resolver.resolve(&hash, now).await {
+    let resolution = match app.resolver.resolve(&hash, now, viewing).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(status = e.status().as_u16(), "resolve failed");
@@ -365,7 +422,7 @@ pub async fn handler(
         row.map(|r| r.target_type.as_str()),
         row.map(|r| r.target_id.as_str()),
     ));
-    if resolution.outcome == Outcome::Ok {
+    if resolution.outcome == Outcome::Ok && viewing == Viewing::Take {
         if let Some(row) = row {
             app.stats.record(&row.share_id, now);
         }

@@ -134,10 +134,22 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             "client_error",
-            "The upload is too large.",
+            "The request body is too large.",
             format!("The request body exceeds the limit of {limit_bytes} bytes"),
         )
         .with_detail("limit_bytes", limit_bytes)
+    }
+
+    /// 416: a `Range` the file cannot satisfy (the caller adds `Content-Range: bytes */LEN`).
+    pub fn range_not_satisfiable(len: u64) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "RANGE_NOT_SATISFIABLE",
+            "client_error",
+            "The requested range is not available.",
+            format!("The Range header lies outside the file's {len} bytes"),
+        )
+        .with_detail("length", len)
     }
 
     /// 422 with one entry per invalid field: `details` maps the field to why.

@@ -14,10 +14,15 @@ use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// JSON logs on stderr, filtered by `RUST_LOG` (default `info`). Safe to call twice.
+/// What is logged unless `RUST_LOG` says otherwise. symphonia reports a file it cannot read as
+/// an error of its own; for us that is a client's bad upload, answered with a 422, not an error.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,symphonia_core=off,symphonia=off";
+
+/// JSON logs on stderr, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]). Safe to call
+/// twice.
 pub fn init_logging() {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)

@@ -67,6 +67,11 @@ async fn signed_urls_stream_the_audio_and_bad_signatures_are_forbidden() {
         .expect("unsatisfiable");
     assert_eq!(beyond.status(), 416);
     assert_eq!(beyond.headers()["content-range"], "bytes */100000");
+    let request_id = beyond.headers()["x-request-id"].clone();
+    let body: serde_json::Value = beyond.json().await.expect("the error envelope");
+    assert_eq!(body["error"]["code"], "RANGE_NOT_SATISFIABLE");
+    assert_eq!(body["error"]["status"], 416);
+    assert_eq!(body["error"]["trace_id"], request_id.to_str().expect("id"));
 
     // Tampering with any part of the URL, or an unknown key, or an expired one: 403.
     let exp = query_param(&url, "exp");

@@ -385,7 +385,10 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
         Some("Music Share")
     );
     let description = meta(&body, "property", "og:description").expect("og:description");
-    assert!(description.contains("2:00"), "{description}");
+    assert_eq!(
+        description,
+        "Track · 2:00 · Instrumental · Commercial use allowed · Attribution required"
+    );
     assert_eq!(
         meta(&body, "name", "twitter:card").as_deref(),
         Some("summary")

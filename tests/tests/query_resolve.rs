@@ -346,3 +346,88 @@ async fn expiry_is_judged_when_the_request_arrives() {
     let api = q.start_query(&[]).await;
     assert_eq!(q.resolve(&api, &past).await.0, 404);
 }
+
+/// Once a limited link has run out, an instance answers it the way it answers any cached dead
+/// link: from memory, without the counter's round trip (whose time would tell the cause apart).
+/// Shown from outside by stopping PostgreSQL: the run-out link still gets the dead-link 404,
+/// exactly like a revoked one, where a round trip would have been a 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_out_link_answers_without_a_round_trip_like_any_dead_link() {
+    let pg = tests::postgres::PrivatePostgres::start();
+    let db = tests::db::TestDb::new_on(&pg.url("postgres")).await;
+    let q = QueryEnv::new_on(db, &tests::nats::shared_url()).await;
+    let track = q.track("Twice", &audio_bytes(10)).await;
+    let (limited, _) = q
+        .share(
+            "track",
+            &track,
+            ShareOpts {
+                max_views: Some(2),
+                ..ShareOpts::default()
+            },
+        )
+        .await;
+    let (revoked, _) = q
+        .share(
+            "track",
+            &track,
+            ShareOpts {
+                revoked_at: Some(Utc::now()),
+                ..ShareOpts::default()
+            },
+        )
+        .await;
+    let api = q.start_query(&[("RESOLVE_BURST", "100")]).await;
+    assert_eq!(q.resolve(&api, &limited).await.0, 200);
+    assert_eq!(q.resolve(&api, &limited).await.0, 200);
+    assert_eq!(q.resolve(&api, &limited).await.0, 404, "run out");
+    assert_eq!(q.resolve(&api, &revoked).await.0, 404);
+
+    pg.stop();
+    let (status, run_out) = q.resolve(&api, &limited).await;
+    assert_eq!(status, 404, "{run_out}");
+    let (status, dead) = q.resolve(&api, &revoked).await;
+    assert_eq!(status, 404, "{dead}");
+    let without_ids = |mut v: Value| {
+        v["error"]["trace_id"] = Value::Null;
+        v["error"]["timestamp"] = Value::Null;
+        v
+    };
+    assert_eq!(without_ids(run_out), without_ids(dead));
+}
+
+/// `HEAD` (link checkers, preview probes) answers like `GET` but never spends a view of a
+/// limited link, nor counts as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_tells_whether_a_limited_link_is_alive_without_spending_a_view() {
+    let q = QueryEnv::new(&tests::nats::shared_url()).await;
+    let track = q.track("Once", &audio_bytes(10)).await;
+    let (once, _) = q
+        .share(
+            "track",
+            &track,
+            ShareOpts {
+                max_views: Some(1),
+                ..ShareOpts::default()
+            },
+        )
+        .await;
+    let api = q.start_query(&[("RESOLVE_BURST", "100")]).await;
+    let url = api.url(&format!("/v1/music/shared/{once}"));
+    let head = || async {
+        let response = q.http.head(&url).send().await.expect("head");
+        (
+            response.status().as_u16(),
+            response.bytes().await.expect("body").len(),
+        )
+    };
+    assert_eq!(head().await, (200, 0));
+    assert_eq!(head().await, (200, 0));
+    assert_eq!(
+        q.resolve(&api, &once).await.0,
+        200,
+        "the one view is still there"
+    );
+    assert_eq!(head().await.0, 404);
+    assert_eq!(q.resolve(&api, &once).await.0, 404);
+}

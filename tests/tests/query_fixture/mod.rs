@@ -28,7 +28,11 @@ pub const SIGNING_KEYS: &str =
 
 impl QueryEnv {
     pub async fn new(nats_url: &str) -> QueryEnv {
-        let db = TestDb::new().await;
+        QueryEnv::new_on(TestDb::new().await, nats_url).await
+    }
+
+    /// The same on `db`, which may live on a private server (for outage tests).
+    pub async fn new_on(db: TestDb, nats_url: &str) -> QueryEnv {
         let pool = migrations::prepare(&db.url, 4).await.expect("migrate");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut env = ServiceEnv::new(&db, nats_url, dir.path());
