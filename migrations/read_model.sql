@@ -66,11 +66,16 @@ CREATE TABLE IF NOT EXISTS share_links (
     expires_at      timestamptz,
     max_views       integer,
     created_at      timestamptz NOT NULL,
-    revoked_at      timestamptz
+    revoked_at      timestamptz,
+    -- The ShareCreated event's place in the log: orders links created within one second
+    -- (`created_at` has whole seconds).
+    created_position bigint     NOT NULL DEFAULT 0
 );
--- The owner's share list, newest first, with a (created_at, share_id) cursor.
+ALTER TABLE share_links ADD COLUMN IF NOT EXISTS created_position bigint NOT NULL DEFAULT 0;
+-- The owner's share list, newest first, with a (created_at, created_position, share_id) cursor.
 CREATE INDEX IF NOT EXISTS share_links_by_owner
-    ON share_links (organization_id, owner_id, created_at DESC, share_id DESC);
+    ON share_links (organization_id, owner_id, created_at DESC, created_position DESC,
+                    share_id DESC);
 -- Which links to evict when a track or collection changes.
 CREATE INDEX IF NOT EXISTS share_links_by_target ON share_links (target_id);
 

@@ -72,6 +72,7 @@ struct NewCollection {
 struct NewShare {
     event: ShareCreated,
     at: DateTime<Utc>,
+    position: Position,
 }
 
 struct NewLibraryItem {
@@ -149,7 +150,7 @@ impl Effects {
             MusicEvent::CollectionTrackAdded(e) => self.collection_track_added(e, at),
             MusicEvent::CollectionTrackRemoved(e) => self.collection_track_removed(e, at),
             MusicEvent::CollectionReordered(e) => self.collection_reordered(e, at),
-            MusicEvent::ShareCreated(e) => self.share_created(e, at),
+            MusicEvent::ShareCreated(e) => self.share_created(e, at, decoded.position),
             MusicEvent::ShareRevoked(e) => self.share_revoked(e, at),
             MusicEvent::ContentRemoved(e) => self.content_removed(e, at),
             MusicEvent::SharedTrackSaved(e) => self.shared_track_saved(e, at),
@@ -210,11 +211,12 @@ impl Effects {
         self.membership_changed(&e.collection_id, Membership::Order(order), at);
     }
 
-    fn share_created(&mut self, e: &ShareCreated, at: DateTime<Utc>) {
+    fn share_created(&mut self, e: &ShareCreated, at: DateTime<Utc>, position: Position) {
         self.changed.shares.insert(e.share_id.clone());
         self.shares.push(NewShare {
             event: e.clone(),
             at,
+            position,
         });
     }
 
@@ -431,9 +433,10 @@ async fn insert_shares(conn: &mut PgConnection, rows: &[NewShare]) -> Result<(),
     }
     sqlx::query(
         "INSERT INTO share_links (token_hash, share_id, target_type, target_id, organization_id, \
-             owner_id, visibility, expires_at, max_views, created_at) \
+             owner_id, visibility, expires_at, max_views, created_at, created_position) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::timestamptz[]) \
+             $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::timestamptz[], \
+             $11::bigint[]) \
          ON CONFLICT DO NOTHING",
     )
     .bind(strs(rows, |r| r.event.token_hash.as_str()))
@@ -454,6 +457,11 @@ async fn insert_shares(conn: &mut PgConnection, rows: &[NewShare]) -> Result<(),
             .collect::<Vec<_>>(),
     )
     .bind(rows.iter().map(|r| r.at).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| i64::try_from(r.position).unwrap_or(i64::MAX))
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await
     .map(drop)

@@ -1,6 +1,7 @@
 //! `GET /v1/music/{org}/shares?limit=&cursor=`: the caller's share links, newest first.
 //!
-//! Keyset pagination on `(created_at, share_id)`; the cursor is that pair, opaque to clients.
+//! Keyset pagination on `(created_at, created_position, share_id)`: newest first, links of the
+//! same second in the order the log has them; the cursor is that triple, opaque to clients.
 //! Each link carries its status as of now and its view statistics (flushed every few seconds,
 //! so eventually consistent). Never a token: the read models do not even have one.
 
@@ -78,10 +79,17 @@ pub async fn handler(
             })?),
         };
     let now = Utc::now();
-    let (after_at, after_id) = after.unzip();
+    let (after_at, after_position, after_id) = match after {
+        Some(Cursor {
+            created_at,
+            position,
+            share_id,
+        }) => (Some(created_at), Some(position), Some(share_id)),
+        None => (None, None, None),
+    };
     let rows = sqlx::query(
         "SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
-                s.max_views, s.created_at, s.revoked_at, \
+                s.max_views, s.created_at, s.created_position, s.revoked_at, \
                 coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
                 coalesce(u.used, 0) AS used, \
                 CASE WHEN s.target_type = 'track' \
@@ -95,13 +103,15 @@ pub async fn handler(
            LEFT JOIN query_side.share_views v ON v.share_id = s.share_id \
            LEFT JOIN query_side.share_usage u ON u.share_id = s.share_id \
           WHERE s.organization_id = $1 AND s.owner_id = $2 \
-            AND ($3::timestamptz IS NULL OR (s.created_at, s.share_id) < ($3, $4)) \
-          ORDER BY s.created_at DESC, s.share_id DESC \
-          LIMIT $5",
+            AND ($3::timestamptz IS NULL \
+                 OR (s.created_at, s.created_position, s.share_id) < ($3, $4, $5)) \
+          ORDER BY s.created_at DESC, s.created_position DESC, s.share_id DESC \
+          LIMIT $6",
     )
     .bind(org.as_str())
     .bind(caller.user_id.as_str())
     .bind(after_at)
+    .bind(after_position)
     .bind(after_id)
     .bind(limit + 1)
     .fetch_all(&app.pool)
@@ -111,8 +121,11 @@ pub async fn handler(
     let mut cursor_of_last = None;
     for row in rows.iter().take(limit as usize) {
         let item = list_item(row, now)?;
-        let created: DateTime<Utc> = row.try_get("created_at")?;
-        cursor_of_last = Some(encode_cursor(created, &item.id));
+        cursor_of_last = Some(encode_cursor(&Cursor {
+            created_at: row.try_get("created_at")?,
+            position: row.try_get("created_position")?,
+            share_id: item.id.clone(),
+        }));
         data.push(item);
     }
     let next_cursor = if rows.len() as i64 > limit {
@@ -155,17 +168,36 @@ fn list_item(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<ShareLis
     })
 }
 
-/// `{unix micros}.{share_id}`, hex-encoded so clients treat it as opaque.
-fn encode_cursor(created_at: DateTime<Utc>, share_id: &str) -> String {
-    hex::encode(format!("{}.{share_id}", created_at.timestamp_micros()))
+/// Where a page ended: the last link's sort key.
+#[derive(Debug, PartialEq, Eq)]
+struct Cursor {
+    created_at: DateTime<Utc>,
+    position: i64,
+    share_id: String,
 }
 
-fn decode_cursor(raw: &str) -> Option<(DateTime<Utc>, String)> {
+/// `{unix micros}.{position}.{share_id}`, hex-encoded so clients treat it as opaque.
+fn encode_cursor(cursor: &Cursor) -> String {
+    hex::encode(format!(
+        "{}.{}.{}",
+        cursor.created_at.timestamp_micros(),
+        cursor.position,
+        cursor.share_id
+    ))
+}
+
+fn decode_cursor(raw: &str) -> Option<Cursor> {
     let text = String::from_utf8(hex::decode(raw).ok()?).ok()?;
-    let (micros, share_id) = text.split_once('.')?;
-    let created = Utc.timestamp_micros(micros.parse().ok()?).single()?;
+    let mut parts = text.splitn(3, '.');
+    let created_at = Utc.timestamp_micros(parts.next()?.parse().ok()?).single()?;
+    let position = parts.next()?.parse().ok()?;
+    let share_id = parts.next()?;
     events::ids::ShareLinkId::parse(share_id).ok()?;
-    Some((created, share_id.to_owned()))
+    Some(Cursor {
+        created_at,
+        position,
+        share_id: share_id.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -174,16 +206,18 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
-        let at = Utc
-            .timestamp_micros(1_782_000_000_123_456)
-            .single()
-            .expect("time");
-        let cursor = encode_cursor(at, "mslink_0123456789ab");
-        assert_eq!(
-            decode_cursor(&cursor),
-            Some((at, "mslink_0123456789ab".to_owned()))
-        );
+        let cursor = Cursor {
+            created_at: Utc
+                .timestamp_micros(1_782_000_000_123_456)
+                .single()
+                .expect("time"),
+            position: 42,
+            share_id: "mslink_0123456789ab".to_owned(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&cursor)), Some(cursor));
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor(&hex::encode("1.nope")), None);
+        assert_eq!(decode_cursor(&hex::encode("1.2.nope")), None);
+        assert_eq!(decode_cursor(&hex::encode("1.mslink_0123456789ab")), None);
     }
 }

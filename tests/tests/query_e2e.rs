@@ -204,3 +204,44 @@ async fn an_expiry_in_the_past_set_through_the_event_log_is_dead() {
     assert_eq!(status(&stack, &stack.query, &tokens[1]).await, 200);
     assert_eq!(status(&stack, &stack.query, &tokens[0]).await, 404);
 }
+
+/// Links created within one second (timestamps have whole seconds) are still listed newest
+/// first: in the reverse of the order they were created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_share_list_is_newest_first_within_a_second_too() {
+    let stack = roomy_stack().await;
+    let key = stack.api_key(USER, &[ORG]).await;
+    let track = upload(&stack, &key).await;
+    let mut created = Vec::new();
+    for _ in 0..6 {
+        let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+        created.push(link["id"].as_str().expect("id").to_owned());
+    }
+    created.reverse();
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = stack.query.url(&format!("/v1/music/{ORG}/shares?limit=4"));
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = stack
+            .http
+            .get(url)
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("page");
+        for item in page["data"].as_array().expect("data") {
+            listed.push(item["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, created);
+}
