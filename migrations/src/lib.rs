@@ -43,6 +43,9 @@ pub enum PrepareError {
     Database(#[from] sqlx::Error),
 }
 
+/// A pooled connection idle this long is checked before it is used.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// Creates (if missing) and migrates the database at `url`, and returns a pool of at most
 /// `max_connections`.
 pub async fn prepare(url: &str, max_connections: u32) -> Result<PgPool, PrepareError> {
@@ -71,6 +74,18 @@ pub async fn prepare(url: &str, max_connections: u32) -> Result<PgPool, PrepareE
         // While PostgreSQL is down, sqlx keeps retrying a refused connection until this runs
         // out: it is how long a request waits before it is told 503, so keep it short.
         .acquire_timeout(Duration::from_secs(2))
+        // sqlx pings every connection it hands out, a round trip before each query of ours
+        // (and it pings again on release, off the request's path, discarding broken ones).
+        // Only a connection that sat idle for a while may have died unnoticed: ping just those.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(
             options
                 .clone()
