@@ -63,9 +63,18 @@ pub async fn prepare(url: &str, max_connections: u32) -> Result<PgPool, PrepareE
                 database = options.get_database().unwrap_or_default(),
                 "created the database"
             ),
-            // Another process won the race; that is what we wanted.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(unreachable(e)),
+            // Another process won the race (the services start together): that is what we
+            // wanted. PostgreSQL says so with 42P04, or, when both were creating it at the same
+            // instant, with a unique violation on its catalogue; either way it exists now.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) if Postgres::database_exists(url).await.unwrap_or(false) => {
+                tracing::debug!(error = %e, "the database was created meanwhile");
+            }
+            Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)) => {
+                return Err(unreachable(e))
+            }
+            Err(e) => return Err(PrepareError::Database(e)),
         }
     }
 

@@ -81,3 +81,37 @@ async fn each_service_serves_health_and_stops_on_sigterm() {
         );
     }
 }
+
+/// `scripts/stack` starts all three services at once on a database that may not exist yet: each
+/// tries to create it, and the ones that lose the race must simply use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_started_together_create_the_database_once_and_all_come_up() {
+    let db = TestDb::new().await;
+    {
+        let admin = tests::db::admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .expect("admin connection");
+        sqlx::query(&format!("DROP DATABASE {}", db.name))
+            .execute(&mut conn)
+            .await
+            .expect("drop: the services must create it");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    let logs = dir.path().join("logs");
+    let (projector, command, query) = tokio::join!(
+        Service::start(Bin::Projector, &env, &logs, &[]),
+        Service::start(Bin::CommandApi, &env, &logs, &[]),
+        Service::start(Bin::QueryApi, &env, &logs, &[]),
+    );
+    let http = reqwest::Client::new();
+    for service in [&projector, &command, &query] {
+        let ready = http
+            .get(service.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(ready.status(), 200, "{}", service.bin.name());
+    }
+}
