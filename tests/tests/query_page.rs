@@ -147,32 +147,6 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-async fn upload(stack: &Stack, key: &str, title: &str, audio: Vec<u8>) -> Value {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "audio",
-            reqwest::multipart::Part::bytes(audio)
-                .file_name("tone.wav")
-                .mime_str("audio/wav")
-                .expect("mime"),
-        )
-        .text("title", title.to_owned())
-        .text("engine", "studio")
-        .text("mode", "creation")
-        .text("instrumental", "true")
-        .text("licence_class", "personal_only");
-    let response = stack
-        .http
-        .post(stack.command.url(&format!("/v1/music/{ORG}/tracks")))
-        .header("x-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    assert_eq!(response.status(), 201, "{:?}", response.text().await);
-    response.json().await.expect("track")
-}
-
 /// The query API's count of `GET` media requests answered with `status`.
 async fn media_requests(stack: &Stack, status: u16) -> u64 {
     let metrics = stack
@@ -211,7 +185,9 @@ async fn a_browser_opens_the_share_page_and_the_audio_becomes_playable() {
     let key = stack.api_key(USER, &[ORG]).await;
     let title = "Evening Tone";
     // A real, decodable WAV: three seconds of a 440 Hz tone.
-    let track = upload(&stack, &key, title, tests::audio::wav_tone_ms(3000)).await;
+    let track =
+        query_fixture::upload_audio_via_api(&stack, &key, title, tests::audio::wav_tone_ms(3000))
+            .await;
     let track_id = track["id"].as_str().expect("id").to_owned();
     assert_eq!(track["measured_duration_seconds"], json!(3.0));
     let path = format!("tracks/{track_id}");
@@ -494,25 +470,7 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_page_plays_its_live_tracks_in_the_owners_order() {
     let q = QueryEnv::new(&tests::nats::shared_url()).await;
-    let first = q.track("First", &audio_bytes(10)).await;
-    let gone = q.track("Removed one", &audio_bytes(11)).await;
-    let last = q.track("Last", &audio_bytes(12)).await;
-    sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
-        .bind(&gone)
-        .execute(&q.pool)
-        .await
-        .expect("remove");
-    let collection = q.collection("Evening", &[&last, &gone, &first]).await;
-    let (token, _) = q
-        .share(
-            "collection",
-            &collection,
-            ShareOpts {
-                visibility: Some("public"),
-                ..ShareOpts::default()
-            },
-        )
-        .await;
+    let (token, _, [last, first]) = q.public_collection_with_a_removed_track().await;
     let api = q.start_query(&[]).await;
 
     let (status, h, body) = page(&q.http, &api, &token).await;

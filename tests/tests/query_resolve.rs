@@ -139,26 +139,7 @@ async fn a_track_share_resolves_to_exactly_the_source_page_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_share_lists_live_tracks_in_the_owners_order() {
     let q = QueryEnv::new(&tests::nats::shared_url()).await;
-    let first = q.track("First", &audio_bytes(10)).await;
-    let gone = q.track("Removed", &audio_bytes(11)).await;
-    let last = q.track("Last", &audio_bytes(12)).await;
-    sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
-        .bind(&gone)
-        .execute(&q.pool)
-        .await
-        .expect("remove");
-    // The owner's order: last, gone, first.
-    let collection = q.collection("Evening", &[&last, &gone, &first]).await;
-    let (token, _) = q
-        .share(
-            "collection",
-            &collection,
-            ShareOpts {
-                visibility: Some("public"),
-                ..ShareOpts::default()
-            },
-        )
-        .await;
+    let (token, collection, [last, first]) = q.public_collection_with_a_removed_track().await;
     let api = q.start_query(&[]).await;
 
     let response = q.get(&api, &format!("/v1/music/shared/{token}")).await;

@@ -111,6 +111,32 @@ impl QueryEnv {
         id
     }
 
+    /// A collection "Evening" holding `Last`, `Removed`, `First` in the owner's order, the
+    /// middle one removed by its creator, shared `public`. Returns the raw token, the
+    /// collection's id and the live tracks' ids in the owner's order (`Last`, `First`).
+    pub async fn public_collection_with_a_removed_track(&self) -> (String, String, [String; 2]) {
+        let first = self.track("First", &audio_bytes(10)).await;
+        let gone = self.track("Removed", &audio_bytes(11)).await;
+        let last = self.track("Last", &audio_bytes(12)).await;
+        sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
+            .bind(&gone)
+            .execute(&self.pool)
+            .await
+            .expect("remove");
+        let collection = self.collection("Evening", &[&last, &gone, &first]).await;
+        let (token, _) = self
+            .share(
+                "collection",
+                &collection,
+                ShareOpts {
+                    visibility: Some("public"),
+                    ..ShareOpts::default()
+                },
+            )
+            .await;
+        (token, collection, [last, first])
+    }
+
     /// A share row for `target`; returns (raw token, share id).
     pub async fn share(
         &self,
@@ -258,16 +284,29 @@ pub fn wav() -> Vec<u8> {
     out
 }
 
+/// Uploads one second of silence as a track; returns its id.
 pub async fn upload_via_api(stack: &tests::stack::Stack, key: &str) -> String {
+    let track = upload_audio_via_api(stack, key, "End to end", wav()).await;
+    track["id"].as_str().expect("id").to_owned()
+}
+
+/// Uploads `audio` (a WAV) as an instrumental, personal-use track titled `title`; returns the
+/// track object.
+pub async fn upload_audio_via_api(
+    stack: &tests::stack::Stack,
+    key: &str,
+    title: &str,
+    audio: Vec<u8>,
+) -> Value {
     let form = reqwest::multipart::Form::new()
         .part(
             "audio",
-            reqwest::multipart::Part::bytes(wav())
-                .file_name("silence.wav")
+            reqwest::multipart::Part::bytes(audio)
+                .file_name("track.wav")
                 .mime_str("audio/wav")
                 .expect("mime"),
         )
-        .text("title", "End to end")
+        .text("title", title.to_owned())
         .text("engine", "studio")
         .text("mode", "creation")
         .text("instrumental", "true")
@@ -281,8 +320,7 @@ pub async fn upload_via_api(stack: &tests::stack::Stack, key: &str) -> String {
         .await
         .expect("upload");
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
-    let body: Value = response.json().await.expect("track");
-    body["id"].as_str().expect("id").to_owned()
+    response.json().await.expect("track")
 }
 
 pub async fn share_via_api(
