@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{delete, patch, post};
 use axum::Router;
 use events::EventStore;
 use service_kit::auth::ApiKeys;
+use service_kit::openapi;
 use service_kit::server::{self, ReadyCheck};
 use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::read_your_writes::ProjectorProgress;
 use crate::{collections, library, shares, tracks};
@@ -71,50 +74,38 @@ impl FromRef<AppState> for ApiKeys {
 pub fn router(state: AppState) -> Router {
     telemetry::describe(METRICS);
     let ready = readiness(state.clone());
-    // Uploads stream to disk and count their own bytes; the body limit only stops a form far
-    // beyond any acceptable audio file.
-    let upload_limit = usize::try_from(
-        state
-            .settings
+    let api = routes(upload_limit(&state.settings))
+        .with_state(state)
+        .merge(server::health_api(ready));
+    server::finish(openapi::serve(api))
+}
+
+/// The command routes, each registered from its handler's OpenAPI operation (`routes!` takes
+/// the path and the method from `#[utoipa::path]`), so the document is the route table.
+pub fn routes(upload_limit: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(tracks::import).layer(DefaultBodyLimit::max(upload_limit)))
+        .routes(routes!(tracks::remove))
+        .routes(routes!(shares::share_track))
+        .routes(routes!(collections::create))
+        .routes(routes!(collections::remove))
+        .routes(routes!(collections::add_track))
+        .routes(routes!(collections::remove_track))
+        .routes(routes!(collections::reorder))
+        .routes(routes!(shares::share_collection))
+        .routes(routes!(shares::revoke))
+        .routes(routes!(library::save))
+}
+
+/// Uploads stream to disk and count their own bytes; the body limit only stops a form far beyond
+/// any acceptable audio file.
+fn upload_limit(settings: &Settings) -> usize {
+    usize::try_from(
+        settings
             .max_upload_bytes
             .saturating_add(tracks::FORM_OVERHEAD_BYTES),
     )
-    .unwrap_or(usize::MAX);
-    let api = Router::new()
-        .route(
-            "/v1/music/{org}/tracks",
-            post(tracks::import).layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route("/v1/music/{org}/tracks/{track_id}", delete(tracks::remove))
-        .route(
-            "/v1/music/{org}/tracks/{track_id}/share",
-            post(shares::share_track),
-        )
-        .route("/v1/music/{org}/collections", post(collections::create))
-        .route(
-            "/v1/music/{org}/collections/{collection_id}",
-            delete(collections::remove),
-        )
-        .route(
-            "/v1/music/{org}/collections/{collection_id}/tracks",
-            post(collections::add_track),
-        )
-        .route(
-            "/v1/music/{org}/collections/{collection_id}/tracks/{track_id}",
-            delete(collections::remove_track),
-        )
-        .route(
-            "/v1/music/{org}/collections/{collection_id}/order",
-            patch(collections::reorder),
-        )
-        .route(
-            "/v1/music/{org}/collections/{collection_id}/share",
-            post(shares::share_collection),
-        )
-        .route("/v1/music/{org}/share/{share_id}", delete(shares::revoke))
-        .route("/v1/music/shared/{token}/save", post(library::save))
-        .with_state(state);
-    server::finish(api.merge(server::health_routes(ready)))
+    .unwrap_or(usize::MAX)
 }
 
 fn readiness(state: AppState) -> ReadyCheck {

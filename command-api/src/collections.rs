@@ -19,16 +19,18 @@ use events::event::{
 };
 use events::ids::{CollectionId, OrganizationId, TrackId};
 use events::{ExpectedVersion, MusicEvent, StreamId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
+use service_kit::error::ErrorEnvelope;
 use service_kit::json::ValidJson;
-use service_kit::server::ack;
+use service_kit::server::{ack, Ack};
 use service_kit::ApiError;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
-use crate::params::{not_found, path_id, PathParams};
+use crate::params::{docs, not_found, path_id, PathParams};
+use crate::text;
 use crate::tracks;
 
 pub const NAME_MAX_CHARS: usize = 512;
@@ -108,29 +110,76 @@ async fn load_owned(
 }
 
 /// The collection object of CONTRACT.md.
-pub fn collection_view(c: &Collection) -> Value {
-    json!({
-        "id": c.created.collection_id,
-        "organization_id": c.created.organization_id,
-        "owner_id": c.created.owner_id,
-        "name": c.created.name,
-        "description": c.created.description,
-        "track_count": c.track_ids.len(),
-        "track_ids": c.track_ids,
-        "created_at": rfc3339(c.created_at),
-        "updated_at": rfc3339(c.updated_at),
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CollectionObject {
+    #[schema(example = "mcoll_5e8a1d3f9c27")]
+    pub id: String,
+    #[schema(example = "org_acme")]
+    pub organization_id: String,
+    #[schema(example = "usr_0123456789ab")]
+    pub owner_id: String,
+    pub name: String,
+    #[schema(required = true)]
+    pub description: Option<String>,
+    pub track_count: usize,
+    /// In the owner's order.
+    pub track_ids: Vec<String>,
+    /// UTC, whole seconds.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// UTC, whole seconds.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
 }
 
-#[derive(Deserialize)]
+/// The collection object of CONTRACT.md.
+pub fn collection_view(c: &Collection) -> CollectionObject {
+    CollectionObject {
+        id: c.created.collection_id.to_string(),
+        organization_id: c.created.organization_id.to_string(),
+        owner_id: c.created.owner_id.to_string(),
+        name: c.created.name.clone(),
+        description: c.created.description.clone(),
+        track_count: c.track_ids.len(),
+        track_ids: c.track_ids.iter().map(ToString::to_string).collect(),
+        created_at: rfc3339(c.created_at),
+        updated_at: rfc3339(c.updated_at),
+    }
+}
+
+/// The body of `POST /v1/music/{org}/collections`. Unknown fields are ignored.
+#[derive(Deserialize, ToSchema)]
 pub struct CreateCollection {
+    /// 1 to 512 characters, not blank (Unicode `White_Space` only), no NUL.
     #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 512, example = "Late night",
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$")]
     name: Option<String>,
+    /// At most 4096 characters, no NUL; absent or null means none.
     #[serde(default)]
+    #[schema(max_length = 4096, pattern = r"^[^\u0000]*$")]
     description: Option<String>,
 }
 
-/// `POST /v1/music/{org}/collections`
+/// Create a collection, empty, owned by the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/music/{org}/collections",
+    operation_id = "create_collection",
+    tag = "collections",
+    params(docs::Org),
+    request_body = CreateCollection,
+    responses(
+        (status = 201, description = "The new collection.", body = CollectionObject),
+        (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
+        (status = 422, description = "A field is missing or wrong; `details` names each.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,21 +190,21 @@ pub async fn create(
     let mut problems = Vec::new();
     match &body.name {
         None => problems.push(("name".to_owned(), "is required".to_owned())),
-        Some(n) if n.trim().is_empty() || n.chars().count() > NAME_MAX_CHARS => problems.push((
-            "name".to_owned(),
-            format!("must be 1 to {NAME_MAX_CHARS} characters, not blank"),
-        )),
-        Some(_) => {}
+        Some(n) => {
+            if let Some(why) = text::non_blank_problem(n, NAME_MAX_CHARS) {
+                problems.push(("name".to_owned(), why));
+            }
+        }
     }
-    if body
-        .description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > DESCRIPTION_MAX_CHARS)
-    {
-        problems.push((
-            "description".to_owned(),
-            format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
-        ));
+    if let Some(d) = &body.description {
+        if d.chars().count() > DESCRIPTION_MAX_CHARS {
+            problems.push((
+                "description".to_owned(),
+                format!("must be at most {DESCRIPTION_MAX_CHARS} characters"),
+            ));
+        } else if let Some(why) = text::nul_problem(d) {
+            problems.push(("description".to_owned(), why.to_owned()));
+        }
     }
     let (Some(name), true) = (body.name, problems.is_empty()) else {
         return Err(ApiError::validation(problems));
@@ -187,13 +236,34 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(collection_view(&collection))).into_response())
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /v1/music/{org}/collections/{collection_id}/tracks`.
+#[derive(Deserialize, ToSchema)]
 pub struct AddTrack {
+    /// A live track of the same organization.
     #[serde(default)]
+    #[schema(value_type = String, required = true, pattern = r"^mtrack_[0-9a-f]{12}$", example = "mtrack_b4d9e1c6a72f")]
     track_id: Option<String>,
 }
 
-/// `POST /v1/music/{org}/collections/{coll}/tracks`: appended at the end; idempotent.
+/// Add a track to a collection, at the end. Idempotent: a track already in it is a 200 too.
+#[utoipa::path(
+    post,
+    path = "/v1/music/{org}/collections/{collection_id}/tracks",
+    operation_id = "add_collection_track",
+    tag = "collections",
+    params(docs::Org, docs::Collection),
+    request_body = AddTrack,
+    responses(
+        (status = 200, description = "The track is in the collection.", body = Ack),
+        (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such collection of the caller's, or no such live track in its organization (`details` names which).", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
+        (status = 422, description = "`track_id` is missing or not a track id.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn add_track(
     State(state): State<AppState>,
     caller: Caller,
@@ -235,7 +305,21 @@ pub async fn add_track(
     Ok(ack(StatusCode::OK, id.as_str(), detail))
 }
 
-/// `DELETE /v1/music/{org}/collections/{coll}/tracks/{track_id}`: idempotent (see the module).
+/// Remove a track from a collection. Idempotent: a track not in it is a 200 too (see the module).
+#[utoipa::path(
+    delete,
+    path = "/v1/music/{org}/collections/{collection_id}/tracks/{track_id}",
+    operation_id = "remove_collection_track",
+    tag = "collections",
+    params(docs::Org, docs::Collection, docs::Track),
+    responses(
+        (status = 200, description = "The track is not in the collection.", body = Ack),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such collection of the caller's.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn remove_track(
     State(state): State<AppState>,
     caller: Caller,
@@ -268,13 +352,35 @@ pub async fn remove_track(
     Ok(ack(StatusCode::OK, id.as_str(), detail))
 }
 
-#[derive(Deserialize)]
+/// The body of `PATCH /v1/music/{org}/collections/{collection_id}/order`.
+#[derive(Deserialize, ToSchema)]
 pub struct Reorder {
+    /// The new order. Ids not in the collection (or not ids at all) are ignored; tracks not
+    /// listed keep their relative order after the listed ones.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, required = true)]
     ordered_track_ids: Option<Vec<String>>,
 }
 
-/// `PATCH /v1/music/{org}/collections/{coll}/order`
+/// Reorder a collection's tracks.
+#[utoipa::path(
+    patch,
+    path = "/v1/music/{org}/collections/{collection_id}/order",
+    operation_id = "reorder_collection",
+    tag = "collections",
+    params(docs::Org, docs::Collection),
+    request_body = Reorder,
+    responses(
+        (status = 200, description = "The collection is in the new order.", body = Ack),
+        (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such collection of the caller's.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
+        (status = 422, description = "`ordered_track_ids` is missing or not an array of strings.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn reorder(
     State(state): State<AppState>,
     caller: Caller,
@@ -329,8 +435,21 @@ pub fn new_order(current: &[TrackId], requested: &[String]) -> Vec<TrackId> {
     order
 }
 
-/// `DELETE /v1/music/{org}/collections/{coll}`: appends `ContentRemoved`; its shares stay and
-/// resolve as unavailable.
+/// Delete a collection: appends `ContentRemoved`; its shares stay and resolve as unavailable.
+#[utoipa::path(
+    delete,
+    path = "/v1/music/{org}/collections/{collection_id}",
+    operation_id = "delete_collection",
+    tag = "collections",
+    params(docs::Org, docs::Collection),
+    responses(
+        (status = 200, description = "Deleted (`detail`: \"Collection deleted.\").", body = Ack),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such live collection of the caller's.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,

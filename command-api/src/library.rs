@@ -20,14 +20,16 @@ use events::event::{SharedTrackSaved, TargetType};
 use events::ids::{LibraryItemId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
 use events::{MusicEvent, StreamId};
-use serde_json::{json, Value};
+use serde::Serialize;
 use service_kit::auth::Caller;
+use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use sqlx::PgPool;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
-use crate::params::PathParams;
+use crate::params::{docs, PathParams};
 use crate::{shares, tracks};
 
 /// One saved track in a library.
@@ -52,17 +54,47 @@ pub fn items(history: &History) -> Vec<LibraryItem> {
         .collect()
 }
 
-fn item_view(item: &LibraryItem) -> Value {
-    json!({
-        "id": item.saved.library_item_id,
-        "track_id": item.saved.track_id,
-        "source": "shared",
-        "share_link_id": item.saved.share_link_id,
-        "created_at": rfc3339(item.created_at),
-    })
+/// A saved track in the caller's library.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LibraryItemObject {
+    #[schema(example = "mlib_3f9c27a1d5e8")]
+    pub id: String,
+    pub track_id: String,
+    /// Always `shared`.
+    #[schema(example = "shared")]
+    pub source: &'static str,
+    pub share_link_id: String,
+    /// When the track was first saved (UTC, whole seconds).
+    #[schema(format = DateTime)]
+    pub created_at: String,
 }
 
-/// `POST /v1/music/shared/{token}/save`: 201 with a new edge, 200 with the existing one.
+fn item_view(item: &LibraryItem) -> LibraryItemObject {
+    LibraryItemObject {
+        id: item.saved.library_item_id.to_string(),
+        track_id: item.saved.track_id.to_string(),
+        source: "shared",
+        share_link_id: item.saved.share_link_id.to_string(),
+        created_at: rfc3339(item.created_at),
+    }
+}
+
+/// Save a shared track to the caller's library: only a live track share can be saved.
+#[utoipa::path(
+    post,
+    path = "/v1/music/shared/{token}/save",
+    operation_id = "save_shared_track",
+    tag = "library",
+    params(docs::Token),
+    responses(
+        (status = 201, description = "Saved now.", body = LibraryItemObject),
+        (status = 200, description = "Saved before (through any link): the existing edge.", body = LibraryItemObject),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "Not a live track share: unknown, malformed, revoked, expired, over its limit, a collection share, or removed content.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the library kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn save(
     State(state): State<AppState>,
     caller: Caller,

@@ -46,3 +46,56 @@ pub fn not_found(field: &str, id: &str) -> ApiError {
     };
     ApiError::not_found(format!("{what} not found or not owned by caller")).with_detail(field, id)
 }
+
+/// The path parameters of the command routes, for their OpenAPI operations. Each pattern is the
+/// one the route enforces: a segment that does not match is the route's 404.
+pub mod docs {
+    use utoipa::IntoParams;
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Org {
+        /// The organization (`org_` + 3 to 40 of `[a-z0-9_]`). The caller must belong to it;
+        /// otherwise, or when malformed, 404.
+        #[param(pattern = r"^org_[a-z0-9_]{3,40}$")]
+        org: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Track {
+        /// A track id (`mtrack_` + 12 lowercase hex); malformed is a 404.
+        #[param(pattern = r"^mtrack_[0-9a-f]{12}$")]
+        track_id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Collection {
+        /// A collection id (`mcoll_` + 12 lowercase hex); malformed is a 404.
+        #[param(pattern = r"^mcoll_[0-9a-f]{12}$")]
+        collection_id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Share {
+        /// A share link id (`mslink_` + 12 lowercase hex); malformed is a 404.
+        #[param(pattern = r"^mslink_[0-9a-f]{12}$")]
+        share_id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    #[allow(dead_code)]
+    pub struct Token {
+        /// The raw share token from the share `url` (`shr_` + 32 lowercase hex); anything else
+        /// is the dead-link 404.
+        #[param(pattern = r"^shr_[0-9a-f]{32}$")]
+        token: String,
+    }
+}

@@ -16,18 +16,22 @@ use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility};
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, MusicEvent, StreamId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use service_kit::auth::Caller;
+use service_kit::error::ErrorEnvelope;
 use service_kit::json::OptionalJson;
-use service_kit::server::ack;
+use service_kit::server::{ack, Ack};
 use service_kit::ApiError;
 use sqlx::PgPool;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::collections;
 use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
-use crate::params::{not_found, path_id, PathParams};
+use crate::params::{docs, not_found, path_id, PathParams};
 use crate::tracks;
 
 /// `expires_in_days` above this is clamped to it.
@@ -78,14 +82,67 @@ pub async fn load(
 
 /// The optional body of both share routes. Fields are taken as raw JSON so that every wrong one
 /// is reported, each with a reason in the contract's words; unknown fields are ignored.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, ToSchema)]
 pub struct ShareRequest {
+    /// `link_only` (the default; absent or null) or `public`.
     #[serde(default)]
+    #[schema(value_type = Option<Visibility>)]
     visibility: Option<Value>,
+    /// Days until the link expires: a JSON integer of at least 1, clamped to 90. Absent or null:
+    /// never.
     #[serde(default)]
+    #[schema(schema_with = positive_integer_up_to_u64)]
     expires_in_days: Option<Value>,
+    /// After this many successful resolves the link is dead: a JSON integer from 1 to
+    /// 4294967295. Absent or null: no limit.
     #[serde(default)]
+    #[schema(schema_with = positive_integer_up_to_u32)]
     max_views: Option<Value>,
+}
+
+/// A nullable JSON integer from 1 to `max`. No `format`: `int32`/`int64` would claim signed
+/// bounds these fields do not have.
+fn nullable_positive_integer(max: u64) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(1))
+        .maximum(Some(max as usize))
+        .into()
+}
+
+fn positive_integer_up_to_u64() -> RefOr<Schema> {
+    nullable_positive_integer(u64::MAX)
+}
+
+fn positive_integer_up_to_u32() -> RefOr<Schema> {
+    nullable_positive_integer(u64::from(u32::MAX))
+}
+
+/// A share link at creation: the only response that ever shows its token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareLinkObject {
+    #[schema(example = "mslink_8c4e2a9f1b73")]
+    pub id: String,
+    /// The raw token. Shown only once: only its hash is stored.
+    #[schema(
+        pattern = r"^shr_[0-9a-f]{32}$",
+        example = "shr_1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d"
+    )]
+    pub token: String,
+    /// `{PUBLIC_BASE_URL}/v1/music/shared/{token}`: opens the share without signing in.
+    pub url: String,
+    pub target_type: TargetType,
+    pub target_id: String,
+    pub visibility: Visibility,
+    /// UTC, whole seconds; null: never.
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Null: no limit.
+    #[schema(required = true, schema_with = positive_integer_up_to_u32)]
+    pub max_views: Option<u32>,
+    /// UTC, whole seconds.
+    #[schema(format = DateTime)]
+    pub created_at: String,
 }
 
 /// The request, valid.
@@ -152,7 +209,31 @@ impl ShareRequest {
     }
 }
 
-/// `POST /v1/music/{org}/tracks/{track_id}/share`: the track's creator only.
+/// Share a track: a new link, its raw token shown this once. The track's creator only.
+#[utoipa::path(
+    post,
+    path = "/v1/music/{org}/tracks/{track_id}/share",
+    operation_id = "share_track",
+    tag = "shares",
+    params(docs::Org, docs::Track),
+    // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
+    request_body(
+        content = ref("#/components/schemas/ShareRequest"),
+        content_type = "application/json",
+        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
+    ),
+    responses(
+        (status = 201, description = "The new share link.", body = ShareLinkObject,
+            headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))),
+        (status = 400, description = "Malformed JSON, or a `Content-Type` other than JSON.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such live track of the caller's.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
+        (status = 422, description = "A field is wrong; `details` names each.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn share_track(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,7 +259,31 @@ pub async fn share_track(
     .await
 }
 
-/// `POST /v1/music/{org}/collections/{coll}/share`: the collection's creator only.
+/// Share a collection: a new link, its raw token shown this once. The collection's creator only.
+#[utoipa::path(
+    post,
+    path = "/v1/music/{org}/collections/{collection_id}/share",
+    operation_id = "share_collection",
+    tag = "shares",
+    params(docs::Org, docs::Collection),
+    // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
+    request_body(
+        content = ref("#/components/schemas/ShareRequest"),
+        content_type = "application/json",
+        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
+    ),
+    responses(
+        (status = 201, description = "The new share link.", body = ShareLinkObject,
+            headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))),
+        (status = 400, description = "Malformed JSON, or a `Content-Type` other than JSON.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such live collection of the caller's.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
+        (status = 422, description = "A field is wrong; `details` names each.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn share_collection(
     State(state): State<AppState>,
     caller: Caller,
@@ -241,17 +346,21 @@ async fn create(
         Ok((created, token))
     })
     .await?;
-    let body = json!({
-        "id": created.share_id,
-        "token": token.expose(),
-        "url": format!("{}/v1/music/shared/{}", state.settings.public_base_url, token.expose()),
-        "target_type": created.target_type.as_str(),
-        "target_id": created.target_id,
-        "visibility": created.visibility.as_str(),
-        "expires_at": created.expires_at.map(rfc3339),
-        "max_views": created.max_views,
-        "created_at": rfc3339(created_at),
-    });
+    let body = ShareLinkObject {
+        id: created.share_id.to_string(),
+        token: token.expose().to_owned(),
+        url: format!(
+            "{}/v1/music/shared/{}",
+            state.settings.public_base_url,
+            token.expose()
+        ),
+        target_type: created.target_type,
+        target_id: created.target_id,
+        visibility: created.visibility,
+        expires_at: created.expires_at.map(rfc3339),
+        max_views: created.max_views,
+        created_at: rfc3339(created_at),
+    };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     // The body holds a secret shown once: no cache may keep it.
     response
@@ -305,7 +414,21 @@ pub async fn find_by_token(
     Ok(share_id.and_then(|id| ShareLinkId::parse(&id).ok()))
 }
 
-/// `DELETE /v1/music/{org}/share/{share_id}`: the creator only; idempotent.
+/// Revoke a share link: the creator only; idempotent. Tracks saved through it stay saved.
+#[utoipa::path(
+    delete,
+    path = "/v1/music/{org}/share/{share_id}",
+    operation_id = "revoke_share",
+    tag = "shares",
+    params(docs::Org, docs::Share),
+    responses(
+        (status = 200, description = "Revoked, now or before (`detail`: \"Share link revoked.\").", body = Ack),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

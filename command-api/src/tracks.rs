@@ -19,16 +19,19 @@ use events::ids::{OrganizationId, TrackId};
 use events::licence::{self, LicenceClass};
 use events::{ExpectedVersion, MusicEvent, StreamId};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde::Serialize;
 use service_kit::auth::Caller;
-use service_kit::server::ack;
+use service_kit::error::ErrorEnvelope;
+use service_kit::server::{ack, Ack};
 use service_kit::ApiError;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::audio;
 use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
 use crate::media::TempUpload;
-use crate::params::{not_found, path_id, PathParams};
+use crate::params::{docs, not_found, path_id, PathParams};
+use crate::text;
 
 pub const TITLE_MAX_CHARS: usize = 512;
 /// `engine` and `mode` are short keys (`studio`, `creation`).
@@ -82,11 +85,100 @@ pub async fn load(state: &AppState, id: &TrackId) -> Result<(Option<Track>, Hist
     Ok((Track::from_history(&history), history))
 }
 
-/// `POST /v1/music/{org}/tracks`
-///
-/// Authentication and the path are checked by hand rather than by extractors, so that a refused
-/// upload can still read (and discard) the body it refuses: a server that answers early and
-/// closes a connection the client is still writing to makes most clients lose the answer.
+/// The multipart form of `POST /v1/music/{org}/tracks`, for the OpenAPI document only: the form
+/// itself is streamed and read field by field ([`read_form`]). Unknown fields are ignored.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TrackUpload {
+    /// The audio file: WAV, FLAC, MP3 or OGG/Vorbis. It is decoded to measure its duration;
+    /// anything that does not decode is a 422 on `audio`, anything above `MAX_UPLOAD_BYTES` a 413.
+    #[schema(value_type = String, format = Binary)]
+    audio: Vec<u8>,
+    /// 1 to 512 characters, not blank (Unicode `White_Space` only), no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    title: String,
+    /// The engine key the track was generated with (1 to 64 characters, not blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "studio",
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    engine: String,
+    /// The generation mode (1 to 64 characters, not blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        example = "creation",
+        pattern = r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$"
+    )]
+    mode: String,
+    /// `true` or `false`; absent means `false`.
+    #[schema(value_type = bool, required = false, default = false)]
+    instrumental: Option<bool>,
+    /// The licence class; its facts come from the catalogue, never from the client.
+    licence_class: LicenceClass,
+}
+
+/// The track object of CONTRACT.md.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackObject {
+    #[schema(example = "mtrack_b4d9e1c6a72f")]
+    pub id: String,
+    #[schema(example = "org_acme")]
+    pub organization_id: String,
+    #[schema(example = "usr_0123456789ab")]
+    pub owner_id: String,
+    pub title: String,
+    pub engine: String,
+    pub mode: String,
+    /// Measured by decoding the uploaded audio, in seconds (3 decimals).
+    #[schema(minimum = 0)]
+    pub measured_duration_seconds: f64,
+    pub instrumental: bool,
+    pub licence: LicenceObject,
+    /// UTC, whole seconds.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// Truthful licence facts from the versioned catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LicenceObject {
+    pub licence_class: LicenceClass,
+    #[schema(example = "2026-01")]
+    pub licence_version: String,
+    pub commercial_use: bool,
+    pub requires_attribution: bool,
+}
+
+/// Import a track: upload its audio and facts; the duration is measured from the audio.
+//
+// Authentication and the path are checked by hand rather than by extractors, so that a refused
+// upload can still read (and discard) the body it refuses: a server that answers early and
+// closes a connection the client is still writing to makes most clients lose the answer.
+#[utoipa::path(
+    post,
+    path = "/v1/music/{org}/tracks",
+    operation_id = "import_track",
+    tag = "tracks",
+    params(docs::Org),
+    request_body(content = TrackUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "The track, measured.", body = TrackObject),
+        (status = 400, description = "Not a `multipart/form-data` body with a boundary, or a malformed one.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
+        (status = 413, description = "The audio is larger than `MAX_UPLOAD_BYTES`.", body = ErrorEnvelope),
+        (status = 422, description = "A field is missing or wrong (audio that does not decode included); `details` names each.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn import(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let limit = state.settings.max_upload_bytes;
@@ -268,31 +360,46 @@ async fn import_form(
 }
 
 /// The track object of CONTRACT.md.
-pub fn track_view(track: &Track) -> Result<Value, ApiError> {
+pub fn track_view(track: &Track) -> Result<TrackObject, ApiError> {
     let t = &track.imported;
     let facts = licence::facts(t.licence_class, &t.licence_version)
         .ok_or_else(|| ApiError::internal("a licence version this build does not know"))?;
-    Ok(json!({
-        "id": t.track_id,
-        "organization_id": t.organization_id,
-        "owner_id": t.owner_id,
-        "title": t.title,
-        "engine": t.engine,
-        "mode": t.mode,
-        "measured_duration_seconds": t.measured_duration_ms as f64 / 1000.0,
-        "instrumental": t.instrumental,
-        "licence": {
-            "licence_class": facts.licence_class.as_str(),
-            "licence_version": facts.licence_version,
-            "commercial_use": facts.commercial_use,
-            "requires_attribution": facts.requires_attribution,
+    Ok(TrackObject {
+        id: t.track_id.to_string(),
+        organization_id: t.organization_id.to_string(),
+        owner_id: t.owner_id.to_string(),
+        title: t.title.clone(),
+        engine: t.engine.clone(),
+        mode: t.mode.clone(),
+        measured_duration_seconds: t.measured_duration_ms as f64 / 1000.0,
+        instrumental: t.instrumental,
+        licence: LicenceObject {
+            licence_class: facts.licence_class,
+            licence_version: facts.licence_version,
+            commercial_use: facts.commercial_use,
+            requires_attribution: facts.requires_attribution,
         },
-        "created_at": rfc3339(track.created_at),
-    }))
+        created_at: rfc3339(track.created_at),
+    })
 }
 
-/// `DELETE /v1/music/{org}/tracks/{track_id}`: only the creator; another member of the
-/// organization gets a 403 (as the source docs say), anyone else a 404.
+/// Delete a track: only its creator; another member of the organization gets a 403 (as the
+/// source docs say), anyone else a 404. Its shares stay and resolve as unavailable.
+#[utoipa::path(
+    delete,
+    path = "/v1/music/{org}/tracks/{track_id}",
+    operation_id = "delete_track",
+    tag = "tracks",
+    params(docs::Org, docs::Track),
+    responses(
+        (status = 200, description = "Deleted (`detail`: \"Track deleted.\").", body = Ack),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 403, description = "A member of the organization, but not the track's creator.", body = ErrorEnvelope),
+        (status = 404, description = "No such live track in an organization of the caller.", body = ErrorEnvelope),
+        (status = 503, description = "The database or the event store is down, or the track kept changing.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -448,28 +555,26 @@ impl Form {
                 problem("title", "is required");
                 None
             }
-            Some(t) if t.trim().is_empty() || t.chars().count() > TITLE_MAX_CHARS => {
-                problem(
-                    "title",
-                    &format!("must be 1 to {TITLE_MAX_CHARS} characters, not blank"),
-                );
-                None
-            }
-            Some(t) => Some(t),
+            Some(t) => match text::non_blank_problem(&t, TITLE_MAX_CHARS) {
+                Some(why) => {
+                    problem("title", &why);
+                    None
+                }
+                None => Some(t),
+            },
         };
         let mut key = |field: &str, value: Option<String>| match value {
             None => {
                 problem(field, "is required");
                 None
             }
-            Some(v) if v.trim().is_empty() || v.chars().count() > KEY_MAX_CHARS => {
-                problem(
-                    field,
-                    &format!("must be 1 to {KEY_MAX_CHARS} characters, not blank"),
-                );
-                None
-            }
-            Some(v) => Some(v),
+            Some(v) => match text::non_blank_problem(&v, KEY_MAX_CHARS) {
+                Some(why) => {
+                    problem(field, &why);
+                    None
+                }
+                None => Some(v),
+            },
         };
         let engine = key("engine", self.engine);
         let mode = key("mode", self.mode);

@@ -13,6 +13,7 @@ use crate::share_token::TokenHash;
 
 /// What a share link or a removal points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TargetType {
     Track,
@@ -30,6 +31,7 @@ impl TargetType {
 
 /// Who may find a share link. Both kinds need the link; `public` only allows indexing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     #[default]

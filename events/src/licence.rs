@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const CURRENT_VERSION: &str = "2026-01";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LicenceClass {
     CommercialCleared,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use axum::routing::get;
 use axum::Router;
 use service_kit::auth::ApiKeys;
 use service_kit::telemetry::{self, Metric};
@@ -14,6 +13,9 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::publisher::Publisher;
 use crate::audit::spool::Spool;
@@ -120,6 +122,15 @@ impl FromRef<AppState> for ApiKeys {
     }
 }
 
+/// The query routes, each registered from its handler's OpenAPI operation (`routes!` takes the
+/// path and the method from `#[utoipa::path]`), so the document is the route table.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(resolve::handler))
+        .routes(routes!(media::handler))
+        .routes(routes!(shares::handler))
+}
+
 /// A running instance: its state and the tasks behind it.
 pub struct App {
     pub state: AppState,
@@ -210,11 +221,12 @@ impl App {
 
     /// The API's own routes (without health, metrics and the shared layers).
     pub fn routes(&self) -> Router {
-        Router::new()
-            .route("/v1/music/shared/{token}", get(resolve::handler))
-            .route("/v1/music/media/{track_id}", get(media::handler))
-            .route("/v1/music/{org}/shares", get(shares::handler))
-            .with_state(self.state.clone())
+        self.api().into()
+    }
+
+    /// [`App::routes`] with their OpenAPI operations.
+    pub fn api(&self) -> OpenApiRouter {
+        routes().with_state(self.state.clone())
     }
 
     /// Stops the background tasks: view statistics are flushed, audit events still queued are

@@ -136,7 +136,8 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
         let pool = pool.clone();
         async move { server::postgres_ready(&pool).await }
     });
-    let router = server::finish(app.routes().merge(server::health_routes(ready)));
+    let api = app.api().merge(server::health_api(ready));
+    let router = server::finish(service_kit::openapi::serve(api));
     let listener = server::bind(&cli.query.addr, "query-api").await?;
     server::serve(listener, router, server::shutdown_signal()).await?;
     app.shutdown().await;

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod media;
 pub mod notices;
+pub mod openapi;
 pub mod page;
 pub mod playback;
 pub mod rate_limit;

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::event::MediaFile;
 use serde::Deserialize;
+use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -23,20 +24,79 @@ use tokio_util::io::ReaderStream;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Format, Outcome};
 
-#[derive(Debug, Default, Deserialize)]
+/// The signature of a playback URL, as the resolve minted it. Any of them missing or wrong is the
+/// one 403.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Signature {
+    /// Expiry, Unix seconds.
+    #[param(value_type = String, required = true)]
     exp: Option<String>,
+    /// The id of the key that signed.
+    #[param(value_type = String, required = true)]
     kid: Option<String>,
+    /// Lowercase hex HMAC-SHA256 over `"{path}\n{exp}\n{kid}"`.
+    #[param(value_type = String, required = true)]
     sig: Option<String>,
 }
 
+/// The `Range` header of the media route, for its OpenAPI operation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct RangeHeader {
+    /// One byte range (`bytes=0-1023`, `bytes=1024-`, `bytes=-512`) is answered 206; a malformed
+    /// value or several ranges get the whole file.
+    #[param(rename = "Range", value_type = String, required = false)]
+    range: Option<String>,
+}
+
+/// The audio behind a signed playback URL. Public: the signature is the credential.
+///
+/// The signature is checked first: a bad, unknown-key or expired one is a 403 whatever the track.
+/// Every fetch is audited.
+#[utoipa::path(
+    get,
+    path = "/v1/music/media/{track_id}",
+    operation_id = "get_media",
+    tag = "media",
+    params(
+        ("track_id" = String, Path, description = "The track whose audio the URL was signed for."),
+        RangeHeader,
+        Signature,
+    ),
+    responses(
+        (status = 200, description = "The whole audio file.",
+            content(("audio/wav"), ("audio/flac"), ("audio/mpeg"), ("audio/ogg")),
+            headers(
+                ("Accept-Ranges" = String, description = "`bytes`."),
+                ("Content-Length" = u64, description = "The file's size in bytes."),
+                ("Cache-Control" = String, description = "`private, no-store`."),
+            )),
+        (status = 206, description = "The requested byte range.",
+            content(("audio/wav"), ("audio/flac"), ("audio/mpeg"), ("audio/ogg")),
+            headers(
+                ("Accept-Ranges" = String, description = "`bytes`."),
+                ("Content-Length" = u64, description = "The range's size in bytes."),
+                ("Content-Range" = String, description = "`bytes {first}-{last}/{size}`."),
+                ("Cache-Control" = String, description = "`private, no-store`."),
+            )),
+        (status = 403, description = "The signature is missing, malformed, under an unknown key, wrong, or expired.", body = ErrorEnvelope),
+        (status = 404, description = "No live track with audio of that id.", body = ErrorEnvelope),
+        (status = 416, description = "The range starts beyond the end of the file.", body = ErrorEnvelope,
+            headers(("Content-Range" = String, description = "`bytes */{size}`."))),
+        (status = 503, description = "The database is down.", body = ErrorEnvelope),
+    ),
+)]
 pub async fn handler(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Path(track_id): Path<String>,
+    track_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     signature: Result<Query<Signature>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    // A segment that does not even decode names no track a signature could cover.
+    let track_id = track_id.map(|Path(id)| id).unwrap_or_default();
     let now = Utc::now();
     let ip = app.trusted_proxies.client_ip(peer.ip(), &headers);
     let user_agent = headers

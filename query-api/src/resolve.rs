@@ -24,6 +24,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
 use events::share_token::TokenHash;
+use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use sqlx::{PgPool, Row};
 
@@ -364,6 +365,65 @@ fn parse_qvalue(value: &str) -> Option<u16> {
     }
 }
 
+/// The resolve route's path parameter, for its OpenAPI operation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct TokenParam {
+    /// The raw share token from the share `url` (`shr_` + 32 lowercase hex). Anything else, like
+    /// every dead link, is the one 404.
+    #[param(pattern = r"^shr_[0-9a-f]{32}$")]
+    token: String,
+}
+
+/// Open a shared link: a read-only view of the shared track or collection, with freshly signed
+/// playback URLs and truthful licence facts. Public: no API key (one sent is ignored).
+///
+/// Rate limited per client IP (`RateLimit-*` headers on every answer) and audited. A request
+/// whose `Accept` prefers `text/html` gets the same view as an HTML page, with the same limits.
+/// A `link_only` share's answers, and every dead link's, also carry `X-Robots-Tag: noindex`.
+/// Every dead cause (unknown, malformed, revoked, expired, over `max_views`) is one identical
+/// 404; content the creator removed is a 200 with `available: false`.
+#[utoipa::path(
+    get,
+    path = "/v1/music/shared/{token}",
+    operation_id = "resolve_share",
+    tag = "resolve",
+    params(TokenParam),
+    responses(
+        (status = 200, description = "The resolved view (or `available: false` when the content was removed).",
+            content((ResolvedView = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 404, description = "A dead link: \"This share link is no longer available.\"",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 429, description = "This client IP's resolve limit is spent; retry after `Retry-After` seconds.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until a retry may pass."),
+            )),
+        (status = 503, description = "The database is down.", body = ErrorEnvelope,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+    ),
+)]
 pub async fn handler(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -8,10 +8,13 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
+use events::event::{TargetType, Visibility};
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
+use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use sqlx::Row;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::view::whole_seconds;
@@ -19,43 +22,108 @@ use crate::view::whole_seconds;
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Links per page, 1 to 100 (default 50).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; absent or empty for the first page.
+    #[param(pattern = r"^((3[0-9]){1,18}2e(3[0-9]){1,18}2e6d736c696e6b5f(3[0-9]|6[1-6]){12})?$")]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ShareListItem {
-    pub id: String,
-    pub target_type: String,
-    pub target_id: String,
-    pub visibility: String,
-    #[serde(serialize_with = "whole_seconds")]
-    pub expires_at: Option<DateTime<Utc>>,
-    pub max_views: Option<i32>,
-    #[serde(serialize_with = "whole_seconds")]
-    pub created_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "whole_seconds")]
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub view_count: i64,
-    #[serde(serialize_with = "whole_seconds")]
-    pub last_viewed_at: Option<DateTime<Utc>>,
-    pub status: &'static str,
+/// The organization of the share list, for its OpenAPI operation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct OrgParam {
+    /// The organization (`org_` + 3 to 40 of `[a-z0-9_]`). The caller must belong to it;
+    /// otherwise, or when malformed, 404.
+    #[param(pattern = r"^org_[a-z0-9_]{3,40}$")]
+    org: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A link's status as of the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStatus {
+    Active,
+    Expired,
+    Revoked,
+    OverLimit,
+    Unavailable,
+}
+
+/// One of the caller's share links (never its token).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareListItem {
+    #[schema(example = "mslink_8c4e2a9f1b73")]
+    pub id: String,
+    #[schema(value_type = TargetType)]
+    pub target_type: String,
+    pub target_id: String,
+    #[schema(value_type = Visibility)]
+    pub visibility: String,
+    /// UTC, whole seconds; null: never.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Null: no limit.
+    #[schema(value_type = Option<i64>, minimum = 1, required = true)]
+    pub max_views: Option<i32>,
+    /// UTC, whole seconds.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// UTC, whole seconds; null: not revoked.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Successful resolves (eventually consistent: flushed every few seconds).
+    #[schema(minimum = 0)]
+    pub view_count: i64,
+    /// UTC, whole seconds; null: never opened.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
+    pub last_viewed_at: Option<DateTime<Utc>>,
+    pub status: ShareStatus,
+}
+
+/// A page of share links, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ShareList {
     pub data: Vec<ShareListItem>,
+    /// The cursor of the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
+/// List the caller's share links in an organization, newest first, with their status and views.
+#[utoipa::path(
+    get,
+    path = "/v1/music/{org}/shares",
+    operation_id = "list_shares",
+    tag = "shares",
+    params(OrgParam, ListParams),
+    responses(
+        (status = 200, description = "A page of the caller's links.", body = ShareList),
+        (status = 400, description = "The query string could not be parsed (a parameter given twice, say).", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
+        (status = 422, description = "`limit` is not an integer from 1 to 100, or `cursor` is not one this API gave.", body = ErrorEnvelope),
+        (status = 503, description = "The database is down.", body = ErrorEnvelope),
+    ),
+    security(("api_key" = []), ("bearer" = [])),
+)]
 pub async fn handler(
     State(app): State<AppState>,
     caller: Caller,
-    Path(org): Path<String>,
+    org: Result<Path<String>, axum::extract::rejection::PathRejection>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ShareList>, ApiError> {
+    // A segment that does not decode names no organization of the caller's.
+    let org = org.map(|Path(org)| org).unwrap_or_default();
     let org = caller.member_of(&org)?;
     let Query(params) =
         params.map_err(|_| ApiError::bad_request("The query string could not be parsed"))?;
@@ -143,15 +211,15 @@ fn list_item(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<ShareLis
     let used: i64 = row.try_get("used")?;
     let removed: Option<bool> = row.try_get("removed")?;
     let status = if revoked_at.is_some() {
-        "revoked"
+        ShareStatus::Revoked
     } else if expires_at.is_some_and(|at| at <= now) {
-        "expired"
+        ShareStatus::Expired
     } else if max_views.is_some_and(|max| used >= i64::from(max)) {
-        "over_limit"
+        ShareStatus::OverLimit
     } else if removed.unwrap_or(false) {
-        "unavailable"
+        ShareStatus::Unavailable
     } else {
-        "active"
+        ShareStatus::Active
     };
     Ok(ShareListItem {
         id: row.try_get("share_id")?,
@@ -186,11 +254,26 @@ fn encode_cursor(cursor: &Cursor) -> String {
     ))
 }
 
+/// Accepts exactly what [`encode_cursor`] makes (lowercase hex; at most 18 digits of micros since
+/// 1970, which every time of the next 30 000 years fits, and at most 18 of log position, all of
+/// which PostgreSQL can compare with), so the documented pattern of `cursor` is the whole rule.
 fn decode_cursor(raw: &str) -> Option<Cursor> {
+    if !raw
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
     let text = String::from_utf8(hex::decode(raw).ok()?).ok()?;
     let mut parts = text.splitn(3, '.');
-    let created_at = Utc.timestamp_micros(parts.next()?.parse().ok()?).single()?;
-    let position = parts.next()?.parse().ok()?;
+    let number = |part: &str| -> Option<i64> {
+        if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let created_at = Utc.timestamp_micros(number(parts.next()?)?).single()?;
+    let position = number(parts.next()?)?;
     let share_id = parts.next()?;
     events::ids::ShareLinkId::parse(share_id).ok()?;
     Some(Cursor {
@@ -214,8 +297,16 @@ mod tests {
             position: 42,
             share_id: "mslink_0123456789ab".to_owned(),
         };
-        assert_eq!(decode_cursor(&encode_cursor(&cursor)), Some(cursor));
+        let encoded = encode_cursor(&cursor);
+        assert_eq!(decode_cursor(&encoded.to_uppercase()), None);
+        assert_eq!(decode_cursor(&encoded), Some(cursor));
         assert_eq!(decode_cursor("zz"), None);
+        let nineteen = hex::encode("1000000000000000000.1.mslink_0123456789ab");
+        assert_eq!(decode_cursor(&nineteen), None);
+        for sign in ["+", "-"] {
+            let signed = hex::encode(format!("{sign}1.1.mslink_0123456789ab"));
+            assert_eq!(decode_cursor(&signed), None, "{sign}");
+        }
         assert_eq!(decode_cursor(&hex::encode("1.nope")), None);
         assert_eq!(decode_cursor(&hex::encode("1.2.nope")), None);
         assert_eq!(decode_cursor(&hex::encode("1.mslink_0123456789ab")), None);

@@ -8,7 +8,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use events::event::{TargetType, Visibility};
+use events::licence::LicenceClass;
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 
 /// The read models' answer for one token hash.
 #[derive(Clone, Debug)]
@@ -106,50 +108,81 @@ impl ShareRecord {
     }
 }
 
-/// The body of a 200 resolve, exactly the source page's shape.
-#[derive(Debug, Serialize)]
+/// The body of a 200 resolve, exactly the source page's shape. Every key is always present:
+/// when the creator removed the content, all but `kind`, `available` and `message` are null.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ResolvedView {
+    /// `track` or `collection`.
+    #[schema(value_type = TargetType)]
     pub kind: &'static str,
+    /// `false` when the creator removed the content.
     pub available: bool,
+    /// Why the content is unavailable; null when it is available.
+    #[schema(value_type = Option<String>, required = true)]
     pub message: Option<&'static str>,
+    /// Public share metadata; null when unavailable.
+    #[schema(required = true)]
     pub share: Option<ShareMeta>,
+    /// The shared track (a track share); otherwise null.
+    #[schema(required = true)]
     pub track: Option<TrackView>,
+    /// The shared collection (a collection share); otherwise null.
+    #[schema(required = true)]
     pub collection: Option<CollectionMeta>,
+    /// The collection's live tracks in the owner's order (a collection share); otherwise null.
+    #[schema(required = true)]
     pub tracks: Option<Vec<TrackView>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ShareMeta {
+    #[schema(value_type = TargetType)]
     pub target_type: &'static str,
+    #[schema(value_type = Visibility)]
     pub visibility: &'static str,
+    /// When the link expires (UTC, whole seconds); null: never.
     #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+/// A track as a viewer sees it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TrackView {
+    #[schema(example = "mtrack_b4d9e1c6a72f")]
     pub id: String,
     pub title: String,
+    /// The engine key the track was generated with.
     pub engine: String,
+    /// The generation mode.
     pub mode: String,
+    /// Measured by decoding the audio, in seconds.
+    #[schema(minimum = 0)]
     pub measured_duration_seconds: f64,
     pub instrumental: bool,
+    /// A short-lived signed URL of the audio (`GET /v1/music/media/{track_id}`).
+    #[schema(format = "uri")]
     pub playback_url: String,
     pub licence: LicenceView,
 }
 
-#[derive(Debug, Serialize)]
+/// Truthful licence facts: `commercial_use` is never overstated.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LicenceView {
+    #[schema(value_type = LicenceClass)]
     pub licence_class: String,
+    #[schema(example = "2026-01")]
     pub licence_version: String,
     pub commercial_use: bool,
     pub requires_attribution: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CollectionMeta {
+    #[schema(example = "mcoll_5e8a1d3f9c27")]
     pub id: String,
     pub name: String,
+    #[schema(required = true)]
     pub description: Option<String>,
 }
 

@@ -7,9 +7,88 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::request_id::current_request_id;
+
+/// The `code` of an error envelope: one per status of CONTRACT.md's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidRequest,
+    AuthenticationRequired,
+    Forbidden,
+    ResourceNotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ValidationError,
+    RateLimitExceeded,
+    InternalError,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::AuthenticationRequired => "AUTHENTICATION_REQUIRED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
+            ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+        }
+    }
+}
+
+/// The `type` of an error envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    ClientError,
+    AuthenticationError,
+    RateLimitError,
+    ServerError,
+}
+
+/// Every error response of both APIs: `{"success":false,"error":{…}}`, as the source pages show.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always `false`.
+    #[schema(value_type = bool, example = false)]
+    pub success: bool,
+    pub error: ErrorObject,
+}
+
+/// What went wrong. `details` names each offending field (422) or the id that was not found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorObject {
+    pub code: ErrorCode,
+    /// For people; generic.
+    pub message: String,
+    /// For developers; never internals.
+    pub system_message: String,
+    #[serde(rename = "type")]
+    pub kind: ErrorKind,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    #[schema(value_type = Object)]
+    pub details: Map<String, Value>,
+    /// Equals the response's `X-Request-Id`.
+    #[schema(pattern = r"^req_[A-Za-z0-9]{16,64}$")]
+    pub trace_id: String,
+    /// UTC, whole seconds (`2026-06-28T10:30:00Z`).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
 
 /// Boxed so that `Result<T, ApiError>` stays small on the happy path.
 #[derive(Debug, Clone)]
@@ -18,8 +97,8 @@ pub struct ApiError(Box<ErrorBody>);
 #[derive(Debug, Clone)]
 pub struct ErrorBody {
     pub status: StatusCode,
-    pub code: &'static str,
-    pub kind: &'static str,
+    pub code: ErrorCode,
+    pub kind: ErrorKind,
     pub message: String,
     pub system_message: String,
     pub details: Map<String, Value>,
@@ -30,8 +109,8 @@ pub struct ErrorBody {
 impl ApiError {
     fn new(
         status: StatusCode,
-        code: &'static str,
-        kind: &'static str,
+        code: ErrorCode,
+        kind: ErrorKind,
         message: &str,
         system_message: impl Into<String>,
     ) -> Self {
@@ -51,7 +130,7 @@ impl ApiError {
     }
 
     pub fn code(&self) -> &'static str {
-        self.0.code
+        self.0.code.as_str()
     }
 
     pub fn details(&self) -> &Map<String, Value> {
@@ -67,8 +146,8 @@ impl ApiError {
     pub fn bad_request(system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "client_error",
+            ErrorCode::InvalidRequest,
+            ErrorKind::ClientError,
             "The request could not be understood.",
             system_message,
         )
@@ -78,8 +157,8 @@ impl ApiError {
     pub fn authentication_required() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "AUTHENTICATION_REQUIRED",
-            "authentication_error",
+            ErrorCode::AuthenticationRequired,
+            ErrorKind::AuthenticationError,
             "Authentication required. Please provide a valid API key.",
             "Missing or invalid authorization header",
         )
@@ -89,8 +168,8 @@ impl ApiError {
     pub fn forbidden(system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "client_error",
+            ErrorCode::Forbidden,
+            ErrorKind::ClientError,
             "You do not have permission to perform this action.",
             system_message,
         )
@@ -101,8 +180,8 @@ impl ApiError {
     pub fn not_found(system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "RESOURCE_NOT_FOUND",
-            "client_error",
+            ErrorCode::ResourceNotFound,
+            ErrorKind::ClientError,
             "The requested resource was not found.",
             system_message,
         )
@@ -112,8 +191,8 @@ impl ApiError {
     pub fn dead_share_link() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "RESOURCE_NOT_FOUND",
-            "client_error",
+            ErrorCode::ResourceNotFound,
+            ErrorKind::ClientError,
             "This share link is no longer available.",
             "Share token invalid, revoked, or expired",
         )
@@ -122,8 +201,8 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "client_error",
+            ErrorCode::MethodNotAllowed,
+            ErrorKind::ClientError,
             "This method is not allowed for this resource.",
             "The path exists but does not accept this HTTP method",
         )
@@ -132,8 +211,8 @@ impl ApiError {
     pub fn payload_too_large(limit_bytes: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "client_error",
+            ErrorCode::PayloadTooLarge,
+            ErrorKind::ClientError,
             "The request body is too large.",
             format!("The request body exceeds the limit of {limit_bytes} bytes"),
         )
@@ -144,8 +223,8 @@ impl ApiError {
     pub fn range_not_satisfiable(len: u64) -> Self {
         Self::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "RANGE_NOT_SATISFIABLE",
-            "client_error",
+            ErrorCode::RangeNotSatisfiable,
+            ErrorKind::ClientError,
             "The requested range is not available.",
             format!("The Range header lies outside the file's {len} bytes"),
         )
@@ -156,8 +235,8 @@ impl ApiError {
     pub fn validation(fields: impl IntoIterator<Item = (String, String)>) -> Self {
         let mut error = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
-            "client_error",
+            ErrorCode::ValidationError,
+            ErrorKind::ClientError,
             "The request contains invalid fields.",
             "One or more fields failed validation",
         );
@@ -175,8 +254,8 @@ impl ApiError {
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut error = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMIT_EXCEEDED",
-            "rate_limit_error",
+            ErrorCode::RateLimitExceeded,
+            ErrorKind::RateLimitError,
             "Too many requests. Please try again later.",
             "Share resolve rate limit exceeded for client IP",
         );
@@ -188,8 +267,8 @@ impl ApiError {
     pub fn unavailable(system_message: impl Into<String>) -> Self {
         let mut error = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "server_error",
+            ErrorCode::ServiceUnavailable,
+            ErrorKind::ServerError,
             "The service is temporarily unavailable. Please try again shortly.",
             system_message,
         );
@@ -202,8 +281,8 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "server_error",
+            ErrorCode::InternalError,
+            ErrorKind::ServerError,
             "An internal error occurred.",
             "Internal server error",
         )
@@ -220,21 +299,21 @@ impl ApiError {
     }
 
     /// The envelope, with the current request's id as `trace_id`.
-    pub fn body(&self) -> Value {
+    pub fn body(&self) -> ErrorEnvelope {
         let e = &self.0;
-        json!({
-            "success": false,
-            "error": {
-                "code": e.code,
-                "message": e.message,
-                "system_message": e.system_message,
-                "type": e.kind,
-                "status": e.status.as_u16(),
-                "details": e.details,
-                "trace_id": current_request_id().unwrap_or_else(crate::request_id::generate),
-                "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
-            }
-        })
+        ErrorEnvelope {
+            success: false,
+            error: ErrorObject {
+                code: e.code,
+                message: e.message.clone(),
+                system_message: e.system_message.clone(),
+                kind: e.kind,
+                status: e.status.as_u16(),
+                details: e.details.clone(),
+                trace_id: current_request_id().unwrap_or_else(crate::request_id::generate),
+                timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            },
+        }
     }
 }
 
@@ -242,7 +321,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = &self.0;
         if e.status.is_server_error() {
-            tracing::warn!(status = e.status.as_u16(), code = e.code, system_message = %e.system_message, "request failed");
+            tracing::warn!(status = e.status.as_u16(), code = e.code.as_str(), system_message = %e.system_message, "request failed");
         }
         let mut response = (e.status, axum::Json(self.body())).into_response();
         if let Some(seconds) = e.retry_after {

@@ -2,14 +2,16 @@
 //!
 //! This crate owns the error envelope of the source pages ([`ApiError`]), request ids and their
 //! propagation, JSON extraction that answers in that envelope, API-key authentication
-//! ([`auth`]), logs and metrics ([`telemetry`]), and serving with health checks and graceful
-//! shutdown ([`server`]). It must not hold product logic: no routes of its own beyond health and
-//! metrics, no knowledge of tracks, shares or read models.
+//! ([`auth`]), logs and metrics ([`telemetry`]), serving with health checks and graceful
+//! shutdown ([`server`]), and what both OpenAPI documents share ([`openapi`]). It must not hold
+//! product logic: no routes of its own beyond health, metrics and `/openapi.json`, no knowledge
+//! of tracks, shares or read models.
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod request_id;
 pub mod server;
 pub mod telemetry;

@@ -7,43 +7,86 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{middleware, Json, Router};
-use serde_json::json;
+use axum::{middleware, Extension, Json, Router};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
+use crate::error::ErrorEnvelope;
 use crate::{request_id, telemetry, ApiError};
 
 /// A readiness probe: `Err` names the dependency that is down.
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
-/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
-pub fn health_routes<S: Clone + Send + Sync + 'static>(ready: ReadyCheck) -> Router<S> {
+/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`, with
+/// their OpenAPI operations.
+pub fn health_api<S: Clone + Send + Sync + 'static>(ready: ReadyCheck) -> OpenApiRouter<S> {
     // Installed now, when the process starts serving: counts recorded before the first scrape
     // would otherwise go nowhere.
-    let metrics = telemetry::metrics_handle();
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.clone();
-                async move {
-                    match ready().await {
-                        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-                        Err(down) => {
-                            ApiError::unavailable(format!("Not ready: {down}")).into_response()
-                        }
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || std::future::ready(metrics.render())),
-        )
+    let _ = telemetry::metrics_handle();
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz).layer(Extension(ready)))
+        .routes(routes!(metrics))
+}
+
+/// [`health_api`] without its documentation, for processes that serve no OpenAPI document.
+pub fn health_routes<S: Clone + Send + Sync + 'static>(ready: ReadyCheck) -> Router<S> {
+    health_api(ready).into()
+}
+
+/// The body of `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is alive.", body = HealthStatus)),
+)]
+pub async fn healthz() -> Json<HealthStatus> {
+    Json(HealthStatus { status: "ok" })
+}
+
+/// Readiness: every dependency the process needs answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers.", body = HealthStatus),
+        (status = 503, description = "A dependency is down (named in `system_message`).", body = ErrorEnvelope),
+    ),
+)]
+pub async fn readyz(Extension(ready): Extension<ReadyCheck>) -> Response {
+    match ready().await {
+        Ok(()) => Json(HealthStatus { status: "ready" }).into_response(),
+        Err(down) => ApiError::unavailable(format!("Not ready: {down}")).into_response(),
+    }
+}
+
+/// Prometheus metrics of this process (text exposition format).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain")),
+)]
+pub async fn metrics() -> String {
+    telemetry::metrics_handle().render()
 }
 
 /// Wraps an API's routes with what every API does alike: 404 and 405 in the envelope, panics
@@ -105,13 +148,27 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received; draining");
 }
 
+/// A JSON acknowledgement, as the source pages' revoke and delete routes answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Ack {
+    /// Always `true`.
+    #[schema(value_type = bool, example = true)]
+    pub success: bool,
+    /// The id of the resource the command was about.
+    pub id: String,
+    /// What happened, in a sentence.
+    #[schema(example = "Share link revoked.")]
+    pub detail: String,
+}
+
 /// The status and body of a JSON acknowledgement (`{"success":true,"id","detail"}`).
 pub fn ack(status: StatusCode, id: &str, detail: &str) -> Response {
-    (
-        status,
-        Json(json!({"success": true, "id": id, "detail": detail})),
-    )
-        .into_response()
+    let body = Ack {
+        success: true,
+        id: id.to_owned(),
+        detail: detail.to_owned(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A readiness check from an async closure.

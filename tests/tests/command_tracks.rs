@@ -201,6 +201,8 @@ async fn each_invalid_field_is_a_422_naming_it() {
         ("engine", TrackForm::valid().with("engine", &"e".repeat(65))),
         ("mode", TrackForm::valid().without("mode")),
         ("mode", TrackForm::valid().with("mode", " ")),
+        ("title", TrackForm::valid().with("title", "a\u{0}b")),
+        ("engine", TrackForm::valid().with("engine", "\u{0}")),
         (
             "instrumental",
             TrackForm::valid().with("instrumental", "maybe"),

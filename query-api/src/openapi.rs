@@ -1,0 +1,97 @@
+//! The query API's OpenAPI document, served on `GET /openapi.json`.
+//!
+//! The operations are documented on their handlers (`#[utoipa::path]`) and collected by
+//! [`crate::app::routes`], which registers each route from its operation. This module holds the
+//! document's own parts (title, tags) and builds the whole document without serving it;
+//! `service_kit::openapi` adds what every response carries (`X-Request-Id`, `Retry-After`) and the
+//! security schemes.
+
+use serde_json::Value;
+use service_kit::server;
+use utoipa::OpenApi;
+
+/// The parts of the document that belong to no operation.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "music-share query API",
+        description = "Reads: the public resolve of share links (no API key; rate limited per \
+                       client IP and audited), signed media, and the owner's share list (API \
+                       key: `X-API-Key: msk_…` or `Authorization: Bearer msk_…`). Errors use one \
+                       envelope. A documented path asked with a method it does not take answers \
+                       405 with an `Allow` header; an unknown path, 404.",
+    ),
+    tags(
+        (name = "resolve", description = "Opening a share link (public)."),
+        (name = "media", description = "Audio behind signed playback URLs (public, signed)."),
+        (name = "shares", description = "The caller's share links."),
+        (name = "operations", description = "Health, readiness, metrics and this document."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document `GET /openapi.json` serves, built without a running application.
+pub fn document() -> Value {
+    let ready = server::ready_check(|| async { Ok(()) });
+    let mut operations = crate::app::routes().into_openapi();
+    operations.merge(server::health_api::<()>(ready).into_openapi());
+    service_kit::openapi::document(operations)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every route of CONTRACT.md's query table.
+    const ROUTES: [(&str, &str); 7] = [
+        ("get", "/v1/music/shared/{token}"),
+        ("get", "/v1/music/media/{track_id}"),
+        ("get", "/v1/music/{org}/shares"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+
+    #[test]
+    fn the_document_lists_exactly_the_contract_routes() {
+        let doc = document();
+        if let Ok(path) = std::env::var("MS_DUMP_OPENAPI") {
+            std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()).ok();
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let expected: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, expected);
+        // Only the share list takes an API key; the resolve and media routes are public.
+        for (method, path) in ROUTES {
+            let operation = &doc["paths"][path][method];
+            assert_eq!(
+                operation["security"].is_array(),
+                path == "/v1/music/{org}/shares",
+                "{method} {path}: security"
+            );
+        }
+        let resolve = &doc["paths"]["/v1/music/shared/{token}"]["get"]["responses"];
+        for status in ["200", "404", "429"] {
+            assert!(
+                resolve[status]["content"]["text/html"].is_object(),
+                "{status}"
+            );
+            for header in ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"] {
+                assert_eq!(resolve[status]["headers"][header]["required"], true);
+            }
+        }
+        assert_eq!(resolve["429"]["headers"]["Retry-After"]["required"], true);
+    }
+}

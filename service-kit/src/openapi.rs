@@ -1,0 +1,181 @@
+//! What both APIs' OpenAPI documents share, and serving them on `GET /openapi.json`.
+//!
+//! Each API documents its operations next to its handlers (`#[utoipa::path]`) and registers them
+//! with `utoipa_axum::routes!`, which takes the path and method from that same attribute: the
+//! route table and the document cannot drift apart. This module adds what is true of every
+//! response because a shared layer makes it so, rather than repeating it on each operation:
+//!
+//! - `X-Request-Id` on every response ([`crate::request_id::propagate`] sets it);
+//! - `Retry-After` on every 429 and 503 ([`crate::ApiError`] sets it);
+//! - the two security schemes of [`crate::auth`]: `X-API-Key` and `Authorization: Bearer`.
+//!
+//! Every response header a document names is marked `required`: the APIs document only headers
+//! they always send. The error envelope ([`crate::error::ErrorEnvelope`]) and the acknowledgement
+//! ([`crate::server::Ack`]) are the shared schemas.
+
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
+use serde_json::{json, Map, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The name of the `X-API-Key` security scheme, for `security((...))` on operations.
+pub const API_KEY: &str = "api_key";
+/// The name of the `Authorization: Bearer msk_…` security scheme.
+pub const BEARER: &str = "bearer";
+
+/// The finished document, serialized once at start.
+#[derive(Clone)]
+struct Document(Arc<str>);
+
+/// This document: the API's operations, schemas and security schemes (OpenAPI 3.1).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi_json",
+    tag = "operations",
+    responses((
+        status = 200,
+        description = "This OpenAPI 3.1 document.",
+        body = Object,
+        content_type = "application/json",
+    )),
+)]
+async fn openapi_json(Extension(document): Extension<Document>) -> Response {
+    let mut response = document.0.to_string().into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Adds `GET /openapi.json` to `api`, serving the document of everything `api` routes (itself
+/// included), finished by [`finish`].
+pub fn serve(api: OpenApiRouter) -> Router {
+    let (router, document) = api.routes(routes!(openapi_json)).split_for_parts();
+    let json = finish(document).to_string();
+    router.layer(Extension(Document(json.into())))
+}
+
+/// The document [`serve`] would serve for routes documented by `operations`, without serving it
+/// (for tests, which have no state to build the routes with).
+pub fn document(operations: OpenApi) -> Value {
+    let api: OpenApiRouter = OpenApiRouter::with_openapi(operations);
+    finish(api.routes(routes!(openapi_json)).into_openapi())
+}
+
+/// Adds the security schemes and the headers every response carries (see the module docs).
+pub fn finish(mut document: OpenApi) -> Value {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        API_KEY,
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "An API key, `msk_` followed by 40 lowercase hex.",
+        ))),
+    );
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("The same API key, as `Authorization: Bearer msk_…`."))
+                .build(),
+        ),
+    );
+    let mut value = serde_json::to_value(&document)
+        .expect("an OpenAPI document is plain data and always serializes");
+    let operations = value
+        .get_mut("paths")
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.iter_mut())
+        .filter(|(method, _)| HTTP_METHODS.contains(&method.as_str()))
+        .map(|(_, operation)| operation);
+    for operation in operations {
+        let Some(responses) = operation
+            .get_mut("responses")
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (status, response) in responses.iter_mut() {
+            let Some(response) = response.as_object_mut() else {
+                continue;
+            };
+            add_common_headers(status, response);
+        }
+    }
+    value
+}
+
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+fn add_common_headers(status: &str, response: &mut Map<String, Value>) {
+    let headers = response
+        .entry("headers")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(headers) = headers.as_object_mut() else {
+        return;
+    };
+    headers.insert(
+        "X-Request-Id".to_owned(),
+        json!({
+            "description": "This request's id; equals the error envelope's `trace_id`. A \
+                            well-formed incoming `X-Request-Id` is kept.",
+            "schema": {"type": "string", "pattern": "^req_[A-Za-z0-9]{16,64}$"},
+        }),
+    );
+    if status == "429" || status == "503" {
+        headers.insert(
+            "Retry-After".to_owned(),
+            json!({
+                "description": "Whole seconds to wait before retrying (at least 1).",
+                "schema": {"type": "integer", "minimum": 1},
+            }),
+        );
+    }
+    for header in headers.values_mut() {
+        if let Some(header) = header.as_object_mut() {
+            header.insert("required".to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{health_api, ready_check};
+
+    #[test]
+    fn every_response_names_its_request_id_and_throttled_ones_retry_after() {
+        let api: OpenApiRouter = health_api(ready_check(|| async { Ok(()) }));
+        let doc = document(api.into_openapi());
+        assert_eq!(doc["openapi"], "3.1.0");
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            let responses = &doc["paths"][path]["get"]["responses"];
+            let header = &responses["200"]["headers"]["X-Request-Id"];
+            assert_eq!(header["required"], true, "{path}: {responses}");
+        }
+        let unavailable = &doc["paths"]["/readyz"]["get"]["responses"]["503"];
+        assert_eq!(unavailable["headers"]["Retry-After"]["required"], true);
+        assert_eq!(
+            doc["components"]["securitySchemes"]["api_key"]["name"],
+            "X-API-Key"
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}
