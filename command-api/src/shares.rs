@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility};
+use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility, MAX_VIEWS_LIMIT};
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, MusicEvent, StreamId};
@@ -94,9 +94,9 @@ pub struct ShareRequest {
     #[schema(schema_with = positive_integer_up_to_u64)]
     expires_in_days: Option<Value>,
     /// After this many successful resolves the link is dead: a JSON integer from 1 to
-    /// 4294967295. Absent or null: no limit.
+    /// 2147483647. Absent or null: no limit.
     #[serde(default)]
-    #[schema(schema_with = positive_integer_up_to_u32)]
+    #[schema(schema_with = positive_integer_up_to_max_views)]
     max_views: Option<Value>,
 }
 
@@ -114,8 +114,8 @@ fn positive_integer_up_to_u64() -> RefOr<Schema> {
     nullable_positive_integer(u64::MAX)
 }
 
-fn positive_integer_up_to_u32() -> RefOr<Schema> {
-    nullable_positive_integer(u64::from(u32::MAX))
+fn positive_integer_up_to_max_views() -> RefOr<Schema> {
+    nullable_positive_integer(u64::from(MAX_VIEWS_LIMIT))
 }
 
 /// A share link at creation: the only response that ever shows its token.
@@ -138,7 +138,7 @@ pub struct ShareLinkObject {
     #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
     /// Null: no limit.
-    #[schema(required = true, schema_with = positive_integer_up_to_u32)]
+    #[schema(required = true, schema_with = positive_integer_up_to_max_views)]
     pub max_views: Option<u32>,
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
@@ -186,12 +186,15 @@ impl ShareRequest {
         };
         let max_views = match &self.max_views {
             None => None,
-            Some(v) => match positive_integer(v).and_then(|n| u32::try_from(n).ok()) {
+            Some(v) => match positive_integer(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n <= MAX_VIEWS_LIMIT)
+            {
                 Some(n) => Some(n),
                 None => {
                     problems.push((
                         "max_views".to_owned(),
-                        format!("must be an integer from 1 to {}", u32::MAX),
+                        format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}"),
                     ));
                     None
                 }

@@ -120,6 +120,10 @@ pub struct CollectionReordered {
     pub track_ids: Vec<TrackId>,
 }
 
+/// The most views a limited link may allow: the read models and the query side's counters hold
+/// it in a 32-bit signed integer.
+pub const MAX_VIEWS_LIMIT: u32 = i32::MAX as u32;
+
 /// A share link was created. Stream `share-{id}`. Carries the token's hash, never the token.
 ///
 /// Schema v2. v1 had `public: bool` instead of `visibility` and no `max_views`; see `upcast`.

@@ -207,6 +207,7 @@ async fn invalid_share_bodies_are_refused() {
         (json!({"max_views": "5"}), "max_views"),
         (json!({"max_views": 1.5}), "max_views"),
         (json!({"max_views": -3}), "max_views"),
+        (json!({"max_views": 2_147_483_648u64}), "max_views"),
         (json!({"visibility": "private"}), "visibility"),
         (json!({"visibility": 1}), "visibility"),
     ] {
