@@ -152,6 +152,34 @@ fn add_common_headers(status: &str, response: &mut Map<String, Value>) {
     }
 }
 
+/// Every `(method, path)` a served document lists, sorted: what tests hold against the contract's
+/// route table.
+pub fn operations(document: &Value) -> Vec<(String, String)> {
+    let mut listed: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(method, _)| (method.clone(), path.clone()))
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
+/// `routes` as [`operations`] lists them.
+pub fn sorted_routes(routes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut sorted: Vec<(String, String)> = routes
+        .iter()
+        .map(|(method, path)| (method.to_string(), path.to_string()))
+        .collect();
+    sorted.sort();
+    sorted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
