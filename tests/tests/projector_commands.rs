@@ -284,9 +284,15 @@ async fn status_prints_checkpoint_head_and_lag() {
         format!("checkpoint: 0\nhead: {head}\nlag: {head}\n")
     );
 
-    let projector = Service::start(Bin::Projector, &w.env, &w.dir.path().join("logs"), &[]).await;
+    let mut projector =
+        Service::start(Bin::Projector, &w.env, &w.dir.path().join("logs"), &[]).await;
     tests::read_model::wait_for_checkpoint(&w.pool, head, Duration::from_secs(30)).await;
     projector.terminate();
+    // Gone before the next event, or it would still project it while shutting down.
+    projector
+        .wait(Duration::from_secs(30))
+        .await
+        .expect("the projector exits after SIGTERM");
     log::append(
         w.store.as_ref(),
         log::collection("After the projector stopped"),
