@@ -17,6 +17,7 @@ use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, MusicEvent, StreamId};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
@@ -81,7 +82,10 @@ pub async fn load(
 }
 
 /// The optional body of both share routes. Fields are taken as raw JSON so that every wrong one
-/// is reported, each with a reason in the contract's words; unknown fields are ignored.
+/// is reported, each with a reason in the contract's words; unknown fields are ignored. The two
+/// numbers are kept as their literal text: a JSON integer is a literal without fraction or
+/// exponent, of any size (a `Value` would have turned `1e21` and an integer beyond 64 bits alike
+/// into a float).
 #[derive(Default, Deserialize, ToSchema)]
 pub struct ShareRequest {
     /// `link_only` (the default; absent or null) or `public`.
@@ -91,31 +95,53 @@ pub struct ShareRequest {
     /// Days until the link expires: a JSON integer of at least 1, clamped to 90. Absent or null:
     /// never.
     #[serde(default)]
-    #[schema(schema_with = positive_integer_up_to_u64)]
-    expires_in_days: Option<Value>,
+    #[schema(schema_with = positive_integer)]
+    expires_in_days: Option<Box<RawValue>>,
     /// After this many successful resolves the link is dead: a JSON integer from 1 to
     /// 2147483647. Absent or null: no limit.
     #[serde(default)]
     #[schema(schema_with = positive_integer_up_to_max_views)]
-    max_views: Option<Value>,
+    max_views: Option<Box<RawValue>>,
 }
 
-/// A nullable JSON integer from 1 to `max`. No `format`: `int32`/`int64` would claim signed
+/// A nullable JSON integer of at least 1. No `format`: `int32`/`int64` would claim signed
 /// bounds these fields do not have.
-fn nullable_positive_integer(max: u64) -> RefOr<Schema> {
+fn nullable_positive_integer() -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
         .minimum(Some(1))
-        .maximum(Some(max as usize))
-        .into()
 }
 
-fn positive_integer_up_to_u64() -> RefOr<Schema> {
-    nullable_positive_integer(u64::MAX)
+fn positive_integer() -> RefOr<Schema> {
+    nullable_positive_integer().into()
 }
 
 fn positive_integer_up_to_max_views() -> RefOr<Schema> {
-    nullable_positive_integer(u64::from(MAX_VIEWS_LIMIT))
+    nullable_positive_integer()
+        .maximum(Some(MAX_VIEWS_LIMIT as usize))
+        .into()
+}
+
+/// What a raw JSON number field holds, read as the contract reads it.
+#[derive(Debug, PartialEq)]
+enum RawInteger {
+    /// A JSON integer of at least 1; `u64::MAX` stands for any larger one.
+    Positive(u64),
+    /// Anything else: 0, a negative, a fraction (`2.5`, `2.0`), an exponent, a string, a bool...
+    Invalid,
+}
+
+fn raw_integer(raw: &RawValue) -> RawInteger {
+    let text = raw.get().trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return RawInteger::Invalid;
+    }
+    // Digits only, and JSON allows no leading zero: it overflows only above u64::MAX.
+    match text.parse::<u64>() {
+        Ok(0) => RawInteger::Invalid,
+        Ok(n) => RawInteger::Positive(n),
+        Err(_) => RawInteger::Positive(u64::MAX),
+    }
 }
 
 /// A share link at creation: the only response that ever shows its token.
@@ -168,14 +194,13 @@ impl ShareRequest {
                 Visibility::LinkOnly
             }
         };
-        // JSON integers only: "3", 2.5 and 2.0 are refused, as are integers below 1. Integers
-        // too large for 64 bits arrive as floats and are refused too.
-        let positive_integer = |value: &Value| value.as_u64().filter(|n| *n >= 1);
+        // JSON integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any
+        // larger number of days is clamped like 91.
         let expires_in_days = match &self.expires_in_days {
             None => None,
-            Some(v) => match positive_integer(v) {
-                Some(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
-                None => {
+            Some(raw) => match raw_integer(raw) {
+                RawInteger::Positive(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
+                RawInteger::Invalid => {
                     problems.push((
                         "expires_in_days".to_owned(),
                         "must be an integer of at least 1".to_owned(),
@@ -186,12 +211,9 @@ impl ShareRequest {
         };
         let max_views = match &self.max_views {
             None => None,
-            Some(v) => match positive_integer(v)
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n <= MAX_VIEWS_LIMIT)
-            {
-                Some(n) => Some(n),
-                None => {
+            Some(raw) => match raw_integer(raw) {
+                RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Some(n as u32),
+                _ => {
                     problems.push((
                         "max_views".to_owned(),
                         format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}"),
@@ -458,4 +480,30 @@ pub async fn revoke(
     })
     .await?;
     Ok(ack(StatusCode::OK, id.as_str(), "Share link revoked."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> RawInteger {
+        let raw: Box<RawValue> = serde_json::from_str(text).expect("JSON");
+        raw_integer(&raw)
+    }
+
+    #[test]
+    fn integers_are_literals_without_fraction_or_exponent() {
+        assert_eq!(read("1"), RawInteger::Positive(1));
+        assert_eq!(read("90"), RawInteger::Positive(90));
+        assert_eq!(read("18446744073709551615"), RawInteger::Positive(u64::MAX));
+        assert_eq!(
+            read("100000000000000000000000000000"),
+            RawInteger::Positive(u64::MAX)
+        );
+        for invalid in [
+            "0", "-1", "-0", "2.5", "2.0", "1e3", "\"3\"", "true", "{}", "[1]",
+        ] {
+            assert_eq!(read(invalid), RawInteger::Invalid, "{invalid}");
+        }
+    }
 }

@@ -174,6 +174,22 @@ async fn share_links_are_created_as_the_source_pages_say() {
         );
     }
 
+    // An integer literal of any size is still a number of days above 90: clamped.
+    let response = api
+        .http
+        .post(api.url(&track_share))
+        .header("x-api-key", &key)
+        .header("content-type", "application/json")
+        .body("{\"expires_in_days\": 100000000000000000000000}")
+        .send()
+        .await
+        .expect("send");
+    let link = expect_json(response, StatusCode::CREATED).await;
+    assert_eq!(
+        assert_timestamp(&link["expires_at"]) - assert_timestamp(&link["created_at"]),
+        Duration::hours(24 * 90)
+    );
+
     // Every share is a new link with a new token.
     let a = expect_json(
         share(&api, &key, &track_share, None).await,
@@ -240,17 +256,28 @@ async fn invalid_share_bodies_are_refused() {
             .len(),
         3
     );
-    // Fractional written as 2.0 is not a JSON integer either.
-    let response = api
-        .http
-        .post(api.url(&path))
-        .header("x-api-key", &key)
-        .header("content-type", "application/json")
-        .body("{\"expires_in_days\": 2.0}")
-        .send()
-        .await
-        .expect("send");
-    expect_error(response, 422, "VALIDATION_ERROR").await;
+    // A fraction written as 2.0, or an exponent, is not a JSON integer either; nor is a limit
+    // beyond 64 bits.
+    for (body, field) in [
+        ("{\"expires_in_days\": 2.0}", "expires_in_days"),
+        ("{\"expires_in_days\": 1e3}", "expires_in_days"),
+        ("{\"max_views\": 100000000000000000000000}", "max_views"),
+    ] {
+        let response = api
+            .http
+            .post(api.url(&path))
+            .header("x-api-key", &key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let envelope = expect_error(response, 422, "VALIDATION_ERROR").await;
+        assert!(
+            envelope["error"]["details"][field].is_string(),
+            "{body}: {envelope}"
+        );
+    }
     // Not an object.
     expect_error(
         api.post_json(&key, &path, json!([1])).await,
