@@ -152,9 +152,8 @@ fn add_common_headers(status: &str, response: &mut Map<String, Value>) {
     }
 }
 
-/// Every `(method, path)` a served document lists, sorted: what tests hold against the contract's
-/// route table.
-pub fn operations(document: &Value) -> Vec<(String, String)> {
+/// Every `(method, path)` a served document lists, sorted.
+fn operations(document: &Value) -> Vec<(String, String)> {
     let mut listed: Vec<(String, String)> = document["paths"]
         .as_object()
         .into_iter()
@@ -171,13 +170,27 @@ pub fn operations(document: &Value) -> Vec<(String, String)> {
 }
 
 /// `routes` as [`operations`] lists them.
-pub fn sorted_routes(routes: &[(&str, &str)]) -> Vec<(String, String)> {
+fn sorted_routes(routes: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut sorted: Vec<(String, String)> = routes
         .iter()
         .map(|(method, path)| (method.to_string(), path.to_string()))
         .collect();
     sorted.sort();
     sorted
+}
+
+/// Panics unless `document` is OpenAPI 3.1 and lists exactly `routes`: what each API's unit test
+/// holds its document to. With `MS_DUMP_OPENAPI=FILE` the document is also written there, to read.
+pub fn assert_lists_exactly(document: &Value, routes: &[(&str, &str)]) {
+    if let Ok(path) = std::env::var("MS_DUMP_OPENAPI") {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(document).unwrap_or_default(),
+        )
+        .ok();
+    }
+    assert_eq!(document["openapi"], "3.1.0");
+    assert_eq!(operations(document), sorted_routes(routes));
 }
 
 #[cfg(test)]
