@@ -1,6 +1,6 @@
 //! The query API end to end: created through the command API, projected, resolved here.
-//! Read your writes, revocation seen by two instances, `max_views` across two instances, and an
-//! expiry set in the past through the event log.
+//! Read your writes, revocation seen by two instances, `max_views` across two instances, an
+//! expiry set in the past through the event log, and content its creator removed.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use tests::stack::Stack;
 
 mod query_fixture;
 
-use query_fixture::{share_via_api as share, upload_via_api as upload, ORG, USER};
+use query_fixture::{
+    share_via_api as share, upload_audio_via_api, upload_via_api as upload, wav, ORG, USER,
+};
 
 async fn status(stack: &Stack, api: &Service, token: &str) -> u16 {
     stack
@@ -244,4 +246,133 @@ async fn the_share_list_is_newest_first_within_a_second_too() {
         }
     }
     assert_eq!(listed, created);
+}
+
+/// Sends a command with `key`; asserts a 2xx and returns the body.
+async fn command(stack: &Stack, key: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let url = stack.command.url(&format!("/v1/music/{ORG}/{path}"));
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = stack.http.request(method, url).header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("command");
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON");
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+/// Resolves `token` until `done` holds for its 200 view (notices evict at once, but the
+/// command's 200 only waits for the projector, not for every query instance's cache).
+async fn view_once(stack: &Stack, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = stack
+            .http
+            .get(stack.query.url(&format!("/v1/music/shared/{token}")))
+            .send()
+            .await
+            .expect("resolve");
+        assert_eq!(response.status(), 200);
+        let view: Value = response.json().await.expect("view");
+        if done(&view) {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "still {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn track_ids(view: &Value) -> Vec<String> {
+    view["tracks"]
+        .as_array()
+        .expect("tracks")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Deleting a track or a collection through the command API: its links stay and resolve as
+/// unavailable, with every key; a collection leaves its removed track out and keeps the owner's
+/// order for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_content_resolves_as_unavailable_end_to_end() {
+    let stack = roomy_stack().await;
+    let key = stack.api_key(USER, &[ORG]).await;
+    let mut ids = Vec::new();
+    for title in ["First", "Second", "Third"] {
+        let track = upload_audio_via_api(&stack, &key, title, wav()).await;
+        ids.push(track["id"].as_str().expect("id").to_owned());
+    }
+    let collection = command(
+        &stack,
+        &key,
+        "POST",
+        "collections",
+        Some(json!({"name": "Mix"})),
+    )
+    .await;
+    let collection = collection["id"].as_str().expect("id").to_owned();
+    for id in &ids {
+        let path = format!("collections/{collection}/tracks");
+        command(&stack, &key, "POST", &path, Some(json!({"track_id": id}))).await;
+    }
+    let order = json!({"ordered_track_ids": [&ids[2], &ids[0]]});
+    let path = format!("collections/{collection}/order");
+    command(&stack, &key, "PATCH", &path, Some(order)).await;
+    let track_link = share(&stack, &key, &format!("tracks/{}", ids[0]), json!({})).await;
+    let track_token = track_link["token"].as_str().expect("token").to_owned();
+    let coll_link = share(
+        &stack,
+        &key,
+        &format!("collections/{collection}"),
+        json!({}),
+    )
+    .await;
+    let coll_token = coll_link["token"].as_str().expect("token").to_owned();
+
+    // Live first (and cached): the owner's order.
+    let view = view_once(&stack, &coll_token, |_| true).await;
+    assert_eq!(
+        track_ids(&view),
+        [ids[2].clone(), ids[0].clone(), ids[1].clone()]
+    );
+    let view = view_once(&stack, &track_token, |_| true).await;
+    assert_eq!(view["available"], true);
+
+    command(&stack, &key, "DELETE", &format!("tracks/{}", ids[0]), None).await;
+    let unavailable = json!({
+        "kind": "track", "available": false, "message": null, "share": null,
+        "track": null, "collection": null, "tracks": null,
+    });
+    let view = view_once(&stack, &track_token, |v| v["available"] == false).await;
+    assert!(
+        view["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{view}"
+    );
+    let mut expected = unavailable.clone();
+    expected["message"] = view["message"].clone();
+    assert_eq!(view, expected);
+    let view = view_once(&stack, &coll_token, |v| track_ids(v).len() == 2).await;
+    assert_eq!(view["available"], true);
+    assert_eq!(track_ids(&view), [ids[2].clone(), ids[1].clone()]);
+
+    command(
+        &stack,
+        &key,
+        "DELETE",
+        &format!("collections/{collection}"),
+        None,
+    )
+    .await;
+    let view = view_once(&stack, &coll_token, |v| v["available"] == false).await;
+    let mut expected = unavailable;
+    expected["kind"] = json!("collection");
+    expected["message"] = view["message"].clone();
+    assert!(
+        view["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{view}"
+    );
+    assert_eq!(view, expected);
 }
