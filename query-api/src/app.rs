@@ -185,7 +185,7 @@ impl App {
                 "audit spool opened"
             );
             let (tx, rx) = mpsc::channel(audit::CHANNEL_CAPACITY);
-            let publisher = Publisher::new(nats.clone(), spool);
+            let publisher = Publisher::new(nats.clone(), spool, pool.clone());
             let handle = tokio::spawn(publisher.run(rx, stop.clone()));
             (Auditor::new(tx), Some(handle))
         } else {

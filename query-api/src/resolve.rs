@@ -444,9 +444,17 @@ pub async fn handler(
     let format = negotiate(&headers);
     let audit = |outcome| AuditEvent::new(outcome, format, ip, now).user_agent(user_agent);
 
+    // A path that does not even decode is just another dead link: hash it all the same.
+    let hash = match &token {
+        Ok(Path(raw)) => TokenHash::of(raw),
+        Err(_) => TokenHash::of(""),
+    };
+    drop(token);
+
     let limit = app.limit.check(ip);
     if !limit.allowed {
-        app.auditor.record(audit(Outcome::RateLimited));
+        app.auditor
+            .record(audit(Outcome::RateLimited).to_be_matched(&hash));
         let mut response = match format {
             Format::Html => page::rate_limited(limit.reset_secs),
             Format::Json | Format::Media => {
@@ -456,13 +464,6 @@ pub async fn handler(
         finish_headers(&mut response, &limit, None);
         return response;
     }
-
-    // A path that does not even decode is just another dead link: hash it all the same.
-    let hash = match &token {
-        Ok(Path(raw)) => TokenHash::of(raw),
-        Err(_) => TokenHash::of(""),
-    };
-    drop(token);
 
     let resolution = match app.resolver.resolve(&hash, now, viewing).await {
         Ok(r) => r,

@@ -833,9 +833,10 @@ async fn page_resolves_are_audited_as_html() {
     assert_eq!(get(&q.http, &api, &token, None).await.status(), 200);
     assert_eq!(page(&q.http, &api, &unknown).await.0, 404);
     assert_eq!(page(&q.http, &api, &token).await.0, 429);
+    assert_eq!(page(&q.http, &api, &unknown).await.0, 429);
 
     let deadline = Instant::now() + Duration::from_secs(30);
-    while audit_count(&nats.url()).await < 4 {
+    while audit_count(&nats.url()).await < 5 {
         assert!(
             Instant::now() < deadline,
             "the audit messages did not arrive"
@@ -848,7 +849,7 @@ async fn page_resolves_are_audited_as_html() {
         Duration::from_secs(60),
         env.run(
             Bin::QueryApi,
-            &["audit", "tail", "--from-start", "--limit", "4"],
+            &["audit", "tail", "--from-start", "--limit", "5"],
         ),
     )
     .await
@@ -874,12 +875,21 @@ async fn page_resolves_are_audited_as_html() {
             ("html", "ok"),
             ("json", "ok"),
             ("html", "not_found"),
+            ("html", "rate_limited"),
             ("html", "rate_limited")
         ]
     );
     assert_eq!(messages[0]["trace_id"], trace_id.as_str());
-    assert_eq!(messages[0]["share_id"], share_id.as_str());
-    assert_eq!(messages[0]["target_id"], track.as_str());
+    // The share is named whenever the token matched one, even when the limiter refused it.
+    for m in [&messages[0], &messages[3]] {
+        assert_eq!(m["share_id"], share_id.as_str(), "{m}");
+        assert_eq!(m["target_type"], "track", "{m}");
+        assert_eq!(m["target_id"], track.as_str(), "{m}");
+    }
+    for m in [&messages[2], &messages[4]] {
+        assert_eq!(m["share_id"], Value::Null, "{m}");
+        assert_eq!(m["target_id"], Value::Null, "{m}");
+    }
     let raw = serde_json::to_string(&messages).expect("json");
     assert!(!raw.contains(&token) && !raw.contains(&unknown));
 }

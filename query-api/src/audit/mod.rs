@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use events::share_token::TokenHash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -63,6 +64,10 @@ pub struct AuditEvent {
     pub target_id: Option<String>,
     pub format: Format,
     pub trace_id: String,
+    /// A rate-limited attempt's token hash, until the publisher has looked up which share it
+    /// matches (the limiter answers before any lookup). Never published or spooled.
+    #[serde(skip)]
+    pub unmatched: Option<String>,
 }
 
 impl AuditEvent {
@@ -78,7 +83,14 @@ impl AuditEvent {
             target_id: None,
             format,
             trace_id: service_kit::current_request_id().unwrap_or_default(),
+            unmatched: None,
         }
+    }
+
+    /// Leaves the share to [`publisher`], which looks `hash` up before the event leaves memory.
+    pub fn to_be_matched(mut self, hash: &TokenHash) -> Self {
+        self.unmatched = Some(hash.as_str().to_owned());
+        self
     }
 
     pub fn user_agent(mut self, user_agent: Option<&str>) -> Self {

@@ -12,7 +12,7 @@
 //! after the last sequence it had acknowledged and skips whatever in-doubt event it finds there.
 //! The in-doubt range is kept on disk beside the spool, so a restart keeps the guarantee.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::Client;
 use bytes::Bytes;
 use futures::StreamExt;
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -37,9 +38,13 @@ const RETRY_EVERY: Duration = Duration::from_millis(500);
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long before the duplicate window closes we stop trusting it.
 const WINDOW_MARGIN: Duration = Duration::from_secs(30);
+/// How long a batch waits for the read models to name rate-limited attempts' shares.
+const MATCH_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Publisher {
     client: Client,
+    /// The read models, to name the shares of rate-limited attempts.
+    pool: PgPool,
     js: jetstream::Context,
     spool: Spool,
     /// The stream's duplicate window, once we have seen the stream.
@@ -62,12 +67,13 @@ struct InDoubt {
 }
 
 impl Publisher {
-    pub fn new(client: Client, spool: Spool) -> Self {
+    pub fn new(client: Client, spool: Spool, pool: PgPool) -> Self {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
         let in_doubt = read_in_doubt(&spool);
         Publisher {
             client,
+            pool,
             js,
             floor_seq: in_doubt.map_or(0, |d| d.floor_seq),
             in_doubt,
@@ -104,6 +110,7 @@ impl Publisher {
                     Err(_) => break,
                 }
             }
+            self.match_shares(&mut fresh).await;
             let up = self.is_up().await;
             if let Some(deadline) = give_up_at {
                 let drained = fresh.is_empty() && rx.is_empty();
@@ -159,6 +166,48 @@ impl Publisher {
             Err(e) => {
                 tracing::warn!(error = %e, "audit stream not reachable yet");
                 false
+            }
+        }
+    }
+
+    /// Names the share each rate-limited attempt's token matched, as every other attempt's
+    /// event does: one read-model query per batch, here rather than on the request path, so a
+    /// flood the limiter refuses never reaches the database. If the read models do not answer
+    /// within [`MATCH_TIMEOUT`], the events go out without a share.
+    async fn match_shares(&self, events: &mut [AuditEvent]) {
+        let hashes: Vec<String> = events.iter().filter_map(|e| e.unmatched.clone()).collect();
+        if hashes.is_empty() {
+            return;
+        }
+        let query = sqlx::query_as::<_, (String, String, String, String)>(
+            "SELECT token_hash, share_id, target_type, target_id \
+             FROM read_model.share_links WHERE token_hash = ANY($1)",
+        )
+        .bind(&hashes)
+        .fetch_all(&self.pool);
+        let rows = match tokio::time::timeout(MATCH_TIMEOUT, query).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot name the shares of rate-limited attempts");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!("cannot name the shares of rate-limited attempts: timed out");
+                Vec::new()
+            }
+        };
+        let shares: HashMap<String, (String, String, String)> = rows
+            .into_iter()
+            .map(|(hash, share, kind, target)| (hash, (share, kind, target)))
+            .collect();
+        for event in events.iter_mut() {
+            let Some(hash) = event.unmatched.take() else {
+                continue;
+            };
+            if let Some((share, kind, target)) = shares.get(&hash) {
+                event.share_id = Some(share.clone());
+                event.target_type = Some(kind.clone());
+                event.target_id = Some(target.clone());
             }
         }
     }
