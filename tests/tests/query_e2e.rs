@@ -21,15 +21,17 @@ use query_fixture::{
     share_via_api as share, upload_audio_via_api, upload_via_api as upload, wav, ORG, USER,
 };
 
-async fn status(stack: &Stack, api: &Service, token: &str) -> u16 {
+async fn resolve(stack: &Stack, api: &Service, token: &str) -> reqwest::Response {
     stack
         .http
         .get(api.url(&format!("/v1/music/shared/{token}")))
         .send()
         .await
         .expect("resolve")
-        .status()
-        .as_u16()
+}
+
+async fn status(stack: &Stack, api: &Service, token: &str) -> u16 {
+    resolve(stack, api, token).await.status().as_u16()
 }
 
 async fn roomy_stack() -> Stack {
@@ -48,12 +50,7 @@ async fn every_resolve_right_after_a_create_succeeds() {
     for i in 0..tests::scale(50) {
         let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
         let token = link["token"].as_str().expect("token");
-        let response = stack
-            .http
-            .get(stack.query.url(&format!("/v1/music/shared/{token}")))
-            .send()
-            .await
-            .expect("resolve");
+        let response = resolve(&stack, &stack.query, token).await;
         assert_eq!(
             response.status(),
             200,
@@ -265,15 +262,10 @@ async fn command(stack: &Stack, key: &str, method: &str, path: &str, body: Optio
 
 /// Resolves `token` until `done` holds for its 200 view (notices evict at once, but the
 /// command's 200 only waits for the projector, not for every query instance's cache).
-async fn view_once(stack: &Stack, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+async fn view_when(stack: &Stack, token: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let response = stack
-            .http
-            .get(stack.query.url(&format!("/v1/music/shared/{token}")))
-            .send()
-            .await
-            .expect("resolve");
+        let response = resolve(stack, &stack.query, token).await;
         assert_eq!(response.status(), 200);
         let view: Value = response.json().await.expect("view");
         if done(&view) {
@@ -333,12 +325,12 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
     let coll_token = coll_link["token"].as_str().expect("token").to_owned();
 
     // Live first (and cached): the owner's order.
-    let view = view_once(&stack, &coll_token, |_| true).await;
+    let view = view_when(&stack, &coll_token, |_| true).await;
     assert_eq!(
         track_ids(&view),
         [ids[2].clone(), ids[0].clone(), ids[1].clone()]
     );
-    let view = view_once(&stack, &track_token, |_| true).await;
+    let view = view_when(&stack, &track_token, |_| true).await;
     assert_eq!(view["available"], true);
 
     command(&stack, &key, "DELETE", &format!("tracks/{}", ids[0]), None).await;
@@ -346,7 +338,7 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
         "kind": "track", "available": false, "message": null, "share": null,
         "track": null, "collection": null, "tracks": null,
     });
-    let view = view_once(&stack, &track_token, |v| v["available"] == false).await;
+    let view = view_when(&stack, &track_token, |v| v["available"] == false).await;
     assert!(
         view["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{view}"
@@ -354,7 +346,7 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
     let mut expected = unavailable.clone();
     expected["message"] = view["message"].clone();
     assert_eq!(view, expected);
-    let view = view_once(&stack, &coll_token, |v| track_ids(v).len() == 2).await;
+    let view = view_when(&stack, &coll_token, |v| track_ids(v).len() == 2).await;
     assert_eq!(view["available"], true);
     assert_eq!(track_ids(&view), [ids[2].clone(), ids[1].clone()]);
 
@@ -366,7 +358,7 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
         None,
     )
     .await;
-    let view = view_once(&stack, &coll_token, |v| v["available"] == false).await;
+    let view = view_when(&stack, &coll_token, |v| v["available"] == false).await;
     let mut expected = unavailable;
     expected["kind"] = json!("collection");
     expected["message"] = view["message"].clone();
