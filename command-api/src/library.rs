@@ -8,8 +8,8 @@
 //!
 //! The share is found through the command side's own token index and decided from its stream.
 //! Whether a link is over `max_views` depends on how often it was opened, which only the query
-//! side knows: this reads that one counter row (`query_side.share_usage`), read-only, and only
-//! for links that have a limit. Without a row the link has not been opened.
+//! side knows: this reads that one counter row ([`events::share_usage`]), read-only, and only
+//! for links that have a limit. The link is judged by the same [`judge`] as the resolve.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,13 +18,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::{SharedTrackSaved, TargetType};
 use events::ids::{LibraryItemId, ShareLinkId, TrackId};
+use events::link::{judge, LinkStatus, DEAD_LINK_MESSAGE, DEAD_LINK_REASON};
 use events::share_token::ShareToken;
+use events::share_usage;
 use events::{MusicEvent, StreamId};
 use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
-use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -89,7 +90,6 @@ fn item_view(item: &LibraryItem) -> LibraryItemObject {
     responses(
         (status = 201, description = "Saved now.", body = LibraryItemObject),
         (status = 200, description = "Saved before (through any link): the existing edge.", body = LibraryItemObject),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "Not a live track share: unknown, malformed, revoked, expired, over its limit, a collection share, or removed content.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the library kept changing.", body = ErrorEnvelope),
     ),
@@ -139,40 +139,31 @@ pub async fn save(
     Ok((status, Json(item_view(&item))).into_response())
 }
 
-/// The share and track behind `raw_token`, if it is a live link to a live track.
+/// The share and track behind `raw_token`, if it is an active link ([`judge`]) to a track.
 async fn live_track_share(
     state: &AppState,
     raw_token: &str,
     now: DateTime<Utc>,
 ) -> Result<(ShareLinkId, TrackId), ApiError> {
-    let dead = ApiError::dead_share_link;
+    let dead = || ApiError::not_found_saying(DEAD_LINK_MESSAGE, DEAD_LINK_REASON);
     let token = ShareToken::parse(raw_token).ok_or_else(dead)?;
     let share_id = shares::find_by_token(&state.pool, &token)
         .await?
         .ok_or_else(dead)?;
     let (share, _) = shares::load(state, &share_id).await?;
     let share = share
-        .filter(|s| s.is_live_at(now) && s.created.target_type == TargetType::Track)
+        .filter(|s| s.created.target_type == TargetType::Track)
         .ok_or_else(dead)?;
-    if let Some(max_views) = share.created.max_views {
-        if views_used(&state.pool, &share_id).await? >= i64::from(max_views) {
-            return Err(dead());
-        }
-    }
     let track_id = TrackId::parse(&share.created.target_id).map_err(|_| dead())?;
     let (track, _) = tracks::load(state, &track_id).await?;
-    if !track.is_some_and(|t| t.is_live_in(&share.created.organization_id)) {
+    let removed = !track.is_some_and(|t| t.is_live_in(&share.created.organization_id));
+    let link = share.link_facts(removed);
+    let views_taken = match link.max_views {
+        Some(_) => share_usage::views_taken(&state.pool, share_id.as_str()).await?,
+        None => 0,
+    };
+    if judge(&link, views_taken, now) != LinkStatus::Active {
         return Err(dead());
     }
     Ok((share_id, track_id))
-}
-
-/// Successful resolves so far of a link with a view limit (see the module docs).
-async fn views_used(pool: &PgPool, share_id: &ShareLinkId) -> Result<i64, sqlx::Error> {
-    let used: Option<i64> =
-        sqlx::query_scalar("SELECT used FROM query_side.share_usage WHERE share_id = $1")
-            .bind(share_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    Ok(used.unwrap_or(0))
 }

@@ -11,9 +11,9 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility, MAX_VIEWS_LIMIT};
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
+use events::link::LinkFacts;
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, MusicEvent, StreamId};
 use serde::{Deserialize, Serialize};
@@ -67,9 +67,15 @@ impl ShareLink {
         share
     }
 
-    /// Neither revoked nor expired at `now`. (Over `max_views` is the query side's to know.)
-    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
-        !self.revoked && self.created.expires_at.is_none_or(|at| now < at)
+    /// What [`events::link::judge`] needs to know about this link, given whether its content
+    /// was removed (the content's own stream says). The views taken are the query side's to know.
+    pub fn link_facts(&self, content_removed: bool) -> LinkFacts {
+        LinkFacts {
+            revoked: self.revoked,
+            expires_at: self.created.expires_at,
+            max_views: self.created.max_views,
+            content_removed,
+        }
     }
 }
 
@@ -448,7 +454,6 @@ pub async fn find_by_token(
     params(docs::Org, docs::Share),
     responses(
         (status = 200, description = "Revoked, now or before (`detail`: \"Share link revoked.\").", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
     ),
