@@ -13,6 +13,7 @@
 
 pub mod envelope;
 pub mod event;
+pub mod format;
 pub mod ids;
 pub mod licence;
 pub mod link;
