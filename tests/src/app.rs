@@ -77,9 +77,11 @@ impl AppBuilder {
         for (key, value) in self.vars {
             env.set(&key, value);
         }
+        let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
         TestApp {
             db,
             pool,
+            store,
             dir,
             env,
             http: reqwest::Client::new(),
@@ -107,6 +109,9 @@ pub struct TestApp {
     pub db: TestDb,
     /// A migrated pool on [`TestApp::db`], to append fixtures and observe what processes wrote.
     pub pool: PgPool,
+    /// The event store on that database (PostgreSQL, as the services use it by default), to
+    /// append fixtures the way the command API does.
+    pub store: Arc<dyn EventStore>,
     pub dir: tempfile::TempDir,
     pub env: ServiceEnv,
     pub http: reqwest::Client,
@@ -161,11 +166,6 @@ impl TestApp {
         all
     }
 
-    /// The event store on this app's database (PostgreSQL, as the services use it by default).
-    pub fn store(&self) -> Arc<dyn EventStore> {
-        Arc::new(PostgresEventStore::new(self.pool.clone()))
-    }
-
     /// Appends one domain event to its stream, as if it had happened at `occurred_at`; returns
     /// its position. Nothing waits for the projector: see [`TestApp::wait_projected`].
     pub async fn append(
@@ -173,8 +173,7 @@ impl TestApp {
         event: impl Into<MusicEvent>,
         occurred_at: DateTime<Utc>,
     ) -> Position {
-        let store = self.store();
-        crate::log::append(store.as_ref(), event, occurred_at)
+        crate::log::append(self.store.as_ref(), event, occurred_at)
             .await
             .last_position
     }
