@@ -1,4 +1,5 @@
-//! The event store: one abstraction, two backends.
+//! The event store: one abstraction, two backends for operators (PostgreSQL, KurrentDB) and one
+//! in memory for tests (feature `memory`).
 //!
 //! The contract every backend keeps (and `tests/tests/event_store.rs` checks):
 //! - an append to a stream names the version it expects; a stale expectation is
@@ -19,6 +20,9 @@ pub mod postgres;
 
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
+
+#[cfg(feature = "memory")]
+pub mod memory;
 
 /// A place in the global log. 0 is before the first event; positions grow strictly along the log
 /// but need not be dense (KurrentDB's are byte offsets).
