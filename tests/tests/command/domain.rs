@@ -4,9 +4,7 @@
 //! for the same body. (The rules themselves are proven as pure functions in
 //! `command-api/src/domain`; this proves the running API keeps their order.)
 
-mod command_support;
-
-use command_support::{expect_error, new_org, new_user, Api};
+use crate::command_support::{expect_error, new_org, new_user, Api};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
