@@ -151,6 +151,17 @@ mod tests {
     }
 
     #[test]
+    fn the_creator_may_save_their_own_shared_track() {
+        let events = given([])
+            .when(save(link(|_| {}, false), live_track(), 0))
+            .events();
+        let [MusicEvent::SharedTrackSaved(saved)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(saved.user_id, owner());
+    }
+
+    #[test]
     fn a_track_saved_before_through_any_link_changes_nothing() {
         let other_link = ShareLinkId::parse("mslink_0000000000ff").expect("an id");
         given([saved(other_link)])

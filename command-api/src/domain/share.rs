@@ -524,6 +524,36 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_or_foreign_collection_cannot_be_shared() {
+        let removed = collection::from_history(&given::recorded([
+            collection_created(),
+            MusicEvent::ContentRemoved(ContentRemoved {
+                target_type: TargetType::Collection,
+                target_id: collection_id().to_string(),
+                organization_id: org(),
+            }),
+        ]));
+        let live = collection::from_history(&given::recorded([collection_created()]));
+        for (org, state) in [(org(), removed), (other_org(), live), (org(), None)] {
+            given([])
+                .when(ShareCommand::Create(CreateShare {
+                    org,
+                    target: ShareTarget::Collection {
+                        id: collection_id(),
+                        state,
+                    },
+                    share_id: share_id(),
+                    token_hash: token_hash(),
+                    body: body("{}"),
+                }))
+                .then(Rejection::not_found(
+                    "collection_id",
+                    collection_id().as_str(),
+                ));
+        }
+    }
+
+    #[test]
     fn the_creator_revokes_a_link() {
         given([created(|_| {})]).when(revoke()).then([revoked()]);
     }
