@@ -53,33 +53,22 @@ impl EventStore for MemoryEventStore {
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        new: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        validate(stream, expected, &events)?;
+        validate(stream, expected, &new)?;
         let mut log = self.log();
         let indexes = log.streams.get(stream).map_or(&[][..], Vec::as_slice);
         let actual = indexes.len() as u64;
         let stream_head = indexes.last().map_or(0, |&i| i as Position + 1);
-        let fits = match expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exact(version) => actual == version,
-        };
-        if !fits {
-            return Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual,
-            });
-        }
-        if events.is_empty() {
+        expected.check(stream, actual)?;
+        if new.is_empty() {
             return Ok(AppendOutcome {
                 stream_version: actual,
                 last_position: stream_head,
             });
         }
         let mut version = actual;
-        for event in events {
+        for event in new {
             version += 1;
             let index = log.events.len();
             log.events.push(RecordedEvent {

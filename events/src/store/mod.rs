@@ -50,6 +50,27 @@ impl ExpectedVersion {
     }
 }
 
+impl ExpectedVersion {
+    /// `Ok` if a stream of `actual` events meets this expectation, else the conflict, for the
+    /// backends that check it themselves.
+    pub fn check(self, stream: &StreamId, actual: u64) -> Result<(), StoreError> {
+        let met = match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(version) => actual == version,
+        };
+        if met {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected: self,
+                actual,
+            })
+        }
+    }
+}
+
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendOutcome {
