@@ -8,6 +8,7 @@ mod command_support;
 
 mod auth;
 mod collections;
+mod domain;
 mod read_your_writes;
 mod secrets;
 mod shares;
