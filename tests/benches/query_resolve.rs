@@ -69,10 +69,13 @@ async fn run() {
         playback_url_ttl: Duration::from_secs(300),
         resolve_rate_per_minute: 1_000_000_000,
         resolve_burst: 1_000_000_000,
+        rate_limit_redis_url: None,
+        rate_limit_redis_timeout: Duration::from_millis(100),
         trusted_proxies: String::new(),
         cache_enabled: cache,
         audit_enabled: audit,
         nats_url: nats.url(),
+        audit_stream_replicas: 1,
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
     };

@@ -1,4 +1,5 @@
-//! The test harness: real PostgreSQL databases, real NATS servers and the real service binaries.
+//! The test harness: real PostgreSQL databases, real NATS servers (one, or a cluster), real Redis and the
+//! real service binaries.
 //!
 //! Every test gets its own database ([`db::TestDb`]), so tests run side by side; services are
 //! started as processes on port 0 and found through the address they log ([`process`]); tests
@@ -12,9 +13,11 @@ pub mod conformance;
 pub mod db;
 pub mod log;
 pub mod nats;
+pub mod nats_cluster;
 pub mod postgres;
 pub mod process;
 pub mod read_model;
+pub mod redis;
 pub mod stack;
 
 /// A size for a heavy test: `MS_TEST_SCALE` (a fraction, default 1.0) times `full`, at least 1.
