@@ -1,5 +1,5 @@
-//! The test harness: real PostgreSQL databases, real NATS servers (one, or a cluster), real Redis and the
-//! real service binaries.
+//! The test harness: real PostgreSQL databases, real NATS servers (one, or a cluster), real
+//! Redis and the real service binaries.
 //!
 //! Every test gets its own database ([`db::TestDb`]), so tests run side by side; services are
 //! started as processes on port 0 and found through the address they log ([`process`]); tests

@@ -8,7 +8,7 @@ use crate::nats::free_port;
 
 pub struct NatsCluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 struct Node {
@@ -39,6 +39,8 @@ impl NatsCluster {
                 .args(["--routes", &routes])
                 .arg("-sd")
                 .arg(&store)
+                .arg("-l")
+                .arg(dir.path().join(format!("{name}.log")))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -49,7 +51,7 @@ impl NatsCluster {
                 child: Some(child),
             });
         }
-        let cluster = NatsCluster { nodes, _dir: dir };
+        let cluster = NatsCluster { nodes, dir };
         for node in &cluster.nodes {
             wait_for_port(node.port);
         }
@@ -82,15 +84,25 @@ impl NatsCluster {
     /// Waits until JetStream has a meta leader (the cluster formed), at most `timeout`.
     pub async fn wait_for_jetstream(&self, timeout: Duration) {
         let client = self.client().await;
-        let js = async_nats::jetstream::new(client);
         let deadline = Instant::now() + timeout;
         loop {
-            if js.query_account().await.is_ok() {
-                return;
-            }
+            // The account info request answers without an error once a meta leader is elected
+            // (read raw: the client's typed reply may not match an older server's).
+            let error = match client.request("$JS.API.INFO", "".into()).await {
+                Ok(reply) => {
+                    let info: serde_json::Value =
+                        serde_json::from_slice(&reply.payload).unwrap_or_default();
+                    match info.get("error") {
+                        None if info.is_object() => return,
+                        other => format!("{other:?}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
             assert!(
                 Instant::now() < deadline,
-                "the JetStream cluster did not form"
+                "the JetStream cluster did not form ({error}):\n{}",
+                self.logs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -111,6 +123,21 @@ impl NatsCluster {
             assert!(Instant::now() < deadline, "{stream} has no leader");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every server's log so far.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = self.dir.path().join(format!("{}.log", n.name));
+                format!(
+                    "--- {}\n{}",
+                    n.name,
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+            .collect()
     }
 
     /// Kills the server called `name` (SIGKILL: a crash).

@@ -175,15 +175,26 @@ async fn without_redis_each_instance_limits_alone_and_shares_again_when_it_retur
 /// Every attempt's audit message, by user agent, read from the stream on `client`.
 async fn audit_by_user_agent(client: &async_nats::Client, expect: usize) -> HashMap<String, u32> {
     let js = async_nats::jetstream::new(client.clone());
-    let stream = js.get_stream("MUSIC_AUDIT").await.expect("audit stream");
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .expect("consumer");
+    // Just after a leader election the cluster may take a few tries to place a consumer.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer = loop {
+        let attempt = async {
+            js.get_stream("MUSIC_AUDIT")
+                .await?
+                .create_consumer(async_nats::jetstream::consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(anyhow::Error::from)
+        };
+        match attempt.await {
+            Ok(consumer) => break consumer,
+            Err(e) => assert!(Instant::now() < deadline, "no consumer: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let mut messages = consumer.messages().await.expect("messages");
     let mut seen = HashMap::new();
     let mut read = 0;
@@ -352,6 +363,7 @@ async fn an_audit_stream_with_another_replica_count_is_kept_and_reported() {
     .expect("an existing one-replica stream");
     let stack = Stack::start_with(&nats.url(), |env| {
         env.set("AUDIT_STREAM_REPLICAS", "3");
+        env.set("TRUSTED_PROXIES", "127.0.0.1/32");
     })
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -387,7 +399,10 @@ async fn an_audit_stream_with_another_replica_count_is_kept_and_reported() {
 #[tokio::test]
 async fn spooled_audit_messages_are_delivered_within_ten_seconds_of_nats_returning() {
     let mut nats = PrivateNats::start();
-    let stack = Stack::start_with(&nats.url(), |_| {}).await;
+    let stack = Stack::start_with(&nats.url(), |env| {
+        env.set("TRUSTED_PROXIES", "127.0.0.1/32");
+    })
+    .await;
     assert_eq!(status(&stack.http, &stack.query, "192.0.2.1").await, 404);
     assert_eq!(
         tests::audit::wait_for_count(&nats.url(), 1, Duration::from_secs(10)).await,
