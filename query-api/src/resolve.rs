@@ -137,8 +137,12 @@ impl Resolver {
             }
         };
         if !left {
-            // Used up before this instance heard of it (an announcement missed).
-            self.used_up.announce(share_id, max_views).await;
+            // Used up before this instance heard of it (an announcement missed): tell the
+            // others, without making this refusal wait for it.
+            self.used_up.remember(share_id, max_views);
+            let used_up = self.used_up.clone();
+            let share_id = share_id.to_owned();
+            tokio::spawn(async move { used_up.announce(&share_id, max_views).await });
         }
         Ok(left)
     }

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 /// round trip again).
 const CAPACITY: u64 = 100_000;
 
-/// How long the view that used a link up waits for its announcement to leave (never longer:
-/// NATS being slow or down must not hold a view).
+/// How long the view that used a link up waits for its announcement to be queued (never
+/// longer: NATS being slow or down must not hold a view).
 const ANNOUNCE_WAIT: Duration = Duration::from_millis(20);
 
 /// The subject used-up links of one namespace are announced on.
@@ -67,39 +67,41 @@ impl UsedUpLinks {
             .is_some_and(|used_up_at| max_views <= used_up_at)
     }
 
-    fn remember(&self, used_up: &UsedUp) {
+    /// Remembers, on this instance only, that `share_id` is used up under `max_views`.
+    pub fn remember(&self, share_id: &str, max_views: u32) {
         let at = self
             .known
-            .get(&used_up.share_id)
-            .map_or(used_up.max_views, |at| at.max(used_up.max_views));
-        self.known.insert(used_up.share_id.clone(), at);
+            .get(share_id)
+            .map_or(max_views, |at| at.max(max_views));
+        self.known.insert(share_id.to_owned(), at);
     }
 
     /// Remembers that `share_id` is used up under `max_views` and tells the other instances,
-    /// waiting at most [`ANNOUNCE_WAIT`] for the message to leave.
+    /// waiting at most [`ANNOUNCE_WAIT`] for the message to be queued.
     pub async fn announce(&self, share_id: &str, max_views: u32) {
         let used_up = UsedUp {
             share_id: share_id.to_owned(),
             max_views,
         };
-        self.remember(&used_up);
+        self.remember(share_id, max_views);
         let Some((client, subject)) = &self.nats else {
             return;
         };
         let Ok(payload) = serde_json::to_vec(&used_up) else {
             return;
         };
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
-        let sent = tokio::time::timeout(ANNOUNCE_WAIT, async {
-            client.publish(subject.clone(), payload.into()).await?;
-            if connected {
-                client.flush().await?;
-            }
-            anyhow::Ok(())
-        })
+        // Queued for the connection's writer, which sends it at once (an explicit flush waits
+        // for more than that on a busy machine, and would hold the view).
+        let sent = tokio::time::timeout(
+            ANNOUNCE_WAIT,
+            client.publish(subject.clone(), payload.into()),
+        )
         .await;
         if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!("a used-up link's announcement did not leave in time");
+            tracing::warn!(
+                share_id,
+                "a used-up link's announcement could not be queued"
+            );
         }
     }
 
@@ -120,7 +122,7 @@ impl UsedUpLinks {
         };
         while let Some(message) = subscription.next().await {
             match serde_json::from_slice::<UsedUp>(&message.payload) {
-                Ok(used_up) => self.remember(&used_up),
+                Ok(used_up) => self.remember(&used_up.share_id, used_up.max_views),
                 Err(e) => {
                     tracing::warn!(error = %e, "ignoring a used-up announcement that does not decode")
                 }

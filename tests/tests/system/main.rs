@@ -8,6 +8,7 @@ mod query_fixture;
 mod event_store;
 mod faults;
 mod harness;
+mod hostile_clients;
 mod observability;
 mod openapi_schemathesis;
 mod processes;
