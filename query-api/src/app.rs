@@ -27,6 +27,7 @@ use crate::rate_limit::shared::RedisLimits;
 use crate::rate_limit::ResolveLimit;
 use crate::resolve::Resolver;
 use crate::stats::ViewStats;
+use crate::used_up::UsedUpLinks;
 use crate::{media, notices, resolve, shares};
 
 /// What a query-API instance reports on `/metrics`, beside the HTTP metrics every process has.
@@ -223,8 +224,13 @@ impl App {
         ));
         tasks.push(tokio::spawn(limit.clone().maintain(Duration::from_secs(5))));
 
+        let used_up = Arc::new(UsedUpLinks::shared(
+            nats.clone(),
+            &settings.notice_namespace,
+        ));
+        tasks.push(tokio::spawn(used_up.clone().listen()));
         let state = AppState {
-            resolver: Arc::new(Resolver::new(pool.clone(), cache)),
+            resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
             redis_limits,
             trusted_proxies: Arc::new(trusted_proxies),

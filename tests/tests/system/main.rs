@@ -6,6 +6,7 @@
 mod event_store;
 mod faults;
 mod harness;
+mod hostile_clients;
 mod observability;
 mod openapi_schemathesis;
 mod processes;
