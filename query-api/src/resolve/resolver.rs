@@ -1,7 +1,7 @@
 //! The resolver: from a token hash to a judged [`Resolution`], before any rendering.
 //!
 //! Its own module because it holds the resolve's state across requests (the cache, the pool,
-//! the links known to have run out) and the order of its steps: record (cache, else
+//! the links known to be used up) and the order of its steps: record (cache, else
 //! [`super::record`]), then the one judge of a link ([`events::link::judge`]), then, only for an
 //! active limited link, the view counter ([`events::share_usage`]).
 
@@ -16,16 +16,16 @@ use sqlx::PgPool;
 
 use super::record;
 use crate::cache::ResolveCache;
+use crate::used_up::UsedUpLinks;
 use crate::view::{ShareRecord, ShareRow};
 
 /// Looks token hashes up: cache, read models, and the `max_views` counters.
 pub struct Resolver {
     pool: PgPool,
     cache: Arc<ResolveCache>,
-    /// Limited links this instance has seen run out. A count only grows, so once out a link is
-    /// out for good: later resolves answer without a round trip, as fast as any other dead link
-    /// (otherwise the counter's round trip would tell an over-limit link from a revoked one).
-    exhausted: moka::sync::Cache<String, ()>,
+    /// Limited links known to be used up, on every instance from the view that used them up:
+    /// their refusals answer without a round trip, as fast as any other dead link's.
+    used_up: Arc<UsedUpLinks>,
 }
 
 /// Whether a resolve counts as a view of a limited link.
@@ -51,11 +51,11 @@ impl Resolution {
 }
 
 impl Resolver {
-    pub fn new(pool: PgPool, cache: Arc<ResolveCache>) -> Self {
+    pub fn new(pool: PgPool, cache: Arc<ResolveCache>, used_up: Arc<UsedUpLinks>) -> Self {
         Resolver {
             pool,
             cache,
-            exhausted: moka::sync::Cache::new(EXHAUSTED_CAPACITY),
+            used_up,
         }
     }
 
@@ -113,22 +113,30 @@ impl Resolver {
         viewing: Viewing,
     ) -> Result<u64, ApiError> {
         let ran_out = u64::from(max_views);
-        if self.exhausted.contains_key(share_id) {
+        if self.used_up.is_used_up(share_id, max_views) {
             return Ok(ran_out);
         }
         let taken = match viewing {
-            Viewing::Take => share_usage::take_view(&self.pool, share_id, max_views)
-                .await?
-                .unwrap_or(ran_out),
+            Viewing::Take => match share_usage::take_view(&self.pool, share_id, max_views).await? {
+                Some(before) => {
+                    if before + 1 >= ran_out {
+                        // This view took the last one: from now on the link is known used up.
+                        self.used_up.announce(share_id, max_views).await;
+                    }
+                    return Ok(before);
+                }
+                None => ran_out,
+            },
             Viewing::Peek => share_usage::views_taken(&self.pool, share_id).await?,
         };
         if taken >= ran_out {
-            self.exhausted.insert(share_id.to_owned(), ());
+            // Used up before this instance heard of it (an announcement missed): tell the
+            // others, without making this refusal wait for it.
+            self.used_up.remember(share_id, max_views);
+            let used_up = self.used_up.clone();
+            let share_id = share_id.to_owned();
+            tokio::spawn(async move { used_up.announce(&share_id, max_views).await });
         }
         Ok(taken)
     }
 }
-
-/// Run-out links remembered per instance; beyond this the oldest are forgotten (and pay one
-/// round trip again).
-const EXHAUSTED_CAPACITY: u64 = 100_000;
