@@ -2,9 +2,14 @@
 //! operator meets, what an operator observes, both OpenAPI documents against the running APIs,
 //! and the harness's own helpers. One test binary for everything that is not one process's.
 
+#[path = "../query_fixture/mod.rs"]
+mod query_fixture;
+
+// The schemathesis run takes minutes: named to sort early, since libtest starts tests in name
+// order, so that it runs beside the others instead of after them.
+mod api_schemathesis;
 mod event_store;
 mod faults;
 mod harness;
 mod observability;
-mod openapi_schemathesis;
 mod processes;
