@@ -9,6 +9,7 @@ mod query_fixture;
 
 mod audit;
 mod e2e;
+mod judge;
 mod limits;
 mod media;
 mod page;
