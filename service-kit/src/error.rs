@@ -22,8 +22,11 @@ pub enum ErrorCode {
     Forbidden,
     ResourceNotFound,
     MethodNotAllowed,
+    RequestTimeout,
     PayloadTooLarge,
+    UriTooLong,
     RangeNotSatisfiable,
+    HeadersTooLarge,
     ValidationError,
     RateLimitExceeded,
     InternalError,
@@ -38,7 +41,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UriTooLong => "URI_TOO_LONG",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
@@ -205,6 +211,40 @@ impl ApiError {
             ErrorKind::ClientError,
             "This method is not allowed for this resource.",
             "The path exists but does not accept this HTTP method",
+        )
+    }
+
+    /// 408: the client stopped sending a request (its headers, or its body) part way.
+    pub fn request_timeout(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            ErrorKind::ClientError,
+            "The request took too long to arrive.",
+            system_message,
+        )
+    }
+
+    /// 414: the request target is longer than the server reads.
+    pub fn uri_too_long(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            ErrorKind::ClientError,
+            "The request address is too long.",
+            format!("The request target exceeds the limit of {limit_bytes} bytes"),
+        )
+        .with_detail("limit_bytes", limit_bytes)
+    }
+
+    /// 431: too many header fields, or too many bytes of them.
+    pub fn headers_too_large(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            ErrorKind::ClientError,
+            "The request headers are too large.",
+            system_message,
         )
     }
 
