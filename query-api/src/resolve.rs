@@ -461,7 +461,7 @@ pub async fn handler(
     };
     drop(token);
 
-    let limit = app.limit.check(ip);
+    let limit = app.limit.check(ip).await;
     if !limit.allowed {
         app.auditor
             .record(audit(Outcome::RateLimited).to_be_matched(&hash));
