@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::Router;
 use service_kit::auth::ApiKeys;
+use service_kit::server;
 use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -140,12 +141,13 @@ impl FromRef<AppState> for ApiKeys {
 /// path and the method from `#[utoipa::path]`), so the document is the route table.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(routes!(resolve::handler))
+        .routes(resolve::operation())
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
 }
 
-/// A running instance: its state and the tasks behind it.
+/// A running instance: its state and the tasks behind it, with the lifecycle both APIs share:
+/// [`App::start`], [`App::router`] (served by `service_kit::server::run`), [`App::shutdown`].
 pub struct App {
     pub state: AppState,
     stop: CancellationToken,
@@ -249,6 +251,18 @@ impl App {
         })
     }
 
+    /// The whole application, ready to serve: the query routes, health, readiness, metrics and
+    /// `/openapi.json`, behind the layers every API shares.
+    pub fn router(&self) -> Router {
+        let pool = self.state.pool.clone();
+        let ready = server::ready_check(move || {
+            let pool = pool.clone();
+            async move { server::postgres_ready(&pool).await }
+        });
+        let api = self.api().merge(server::health_api(ready));
+        server::finish(service_kit::openapi::serve(api))
+    }
+
     /// The API's own routes (without health, metrics and the shared layers).
     pub fn routes(&self) -> Router {
         self.api().into()
@@ -259,8 +273,8 @@ impl App {
         routes().with_state(self.state.clone())
     }
 
-    /// Stops the background tasks: view statistics are flushed, audit events still queued are
-    /// published or spooled.
+    /// After the server has drained, stops the background tasks: view statistics are flushed,
+    /// audit events still queued are published or spooled.
     pub async fn shutdown(mut self) {
         // The server has drained its requests, so everything they audited is in the channel;
         // told to stop, the publisher empties it (and the spool) before it returns.
@@ -279,5 +293,6 @@ impl App {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        tracing::info!("query-api stopped");
     }
 }

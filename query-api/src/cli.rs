@@ -137,17 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let pool = cli.service.pool().await?;
-    let app = App::start(cli.settings(), pool.clone()).await?;
-
-    let ready = server::ready_check(move || {
-        let pool = pool.clone();
-        async move { server::postgres_ready(&pool).await }
-    });
-    let api = app.api().merge(server::health_api(ready));
-    let router = server::finish(service_kit::openapi::serve(api));
-    let listener = server::bind(&cli.query.addr, "query-api").await?;
-    server::serve(listener, router, server::shutdown_signal()).await?;
+    let app = App::start(cli.settings(), pool).await?;
+    server::run(&cli.query.addr, "query-api", app.router()).await?;
     app.shutdown().await;
-    tracing::info!("query-api stopped");
     Ok(())
 }

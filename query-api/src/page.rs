@@ -20,10 +20,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::event::Visibility;
+use events::link::LinkStatus;
 use service_kit::ApiError;
 
 use crate::app::AppState;
-use crate::audit::Outcome;
 use crate::resolve::Resolution;
 use crate::view::{ResolvedView, TrackView, UNAVAILABLE_MESSAGE};
 
@@ -32,7 +32,7 @@ pub const SITE_NAME: &str = "Music Share";
 
 /// The heading and first line of the one page every dead link gets (the JSON message).
 pub const DEAD_HEADING: &str = "This link is no longer available";
-const DEAD_MESSAGE: &str = "This share link is no longer available.";
+const DEAD_MESSAGE: &str = events::link::DEAD_LINK_MESSAGE;
 
 /// No script at all; inline style only; media from wherever the signed URLs point.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
@@ -183,12 +183,12 @@ impl Expiry {
 
 /// The page for a resolved token, with the status the JSON rendering would have.
 pub fn render(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
-    match (resolution.outcome, resolution.row()) {
-        (Outcome::Ok, Some(row)) => {
+    match (resolution.status, resolution.row()) {
+        (Some(LinkStatus::Active), Some(row)) => {
             let view = ResolvedView::live(row, |track_id| app.signer.mint(track_id, now));
             live(view, row.visibility)
         }
-        (Outcome::Unavailable, Some(row)) => removed(row.target_type.as_str()),
+        (Some(LinkStatus::Unavailable), Some(row)) => removed(row.target_type.as_str()),
         _ => dead(),
     }
 }

@@ -193,14 +193,15 @@ impl ApiError {
         )
     }
 
-    /// 404 for every dead share link: unknown, malformed, revoked, expired or over its limit.
-    pub fn dead_share_link() -> Self {
+    /// 404 in words of the caller's own, for a product whose one answer to several causes is
+    /// not "resource not found" (the dead share link: `events::link::DEAD_LINK_MESSAGE`).
+    pub fn not_found_saying(message: &str, system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::ResourceNotFound,
             ErrorKind::ClientError,
-            "This share link is no longer available.",
-            "Share token invalid, revoked, or expired",
+            message,
+            system_message,
         )
     }
 

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use events::event::{SharedTrackSaved, TargetType};
 use events::ids::{LibraryItemId, TrackId};
+use events::link::LinkStatus;
 use events::MusicEvent;
 
 use super::share::ShareLink;
@@ -71,12 +72,13 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
         library_item_id,
     } = command;
     let link = share
-        .filter(|s| s.facts.target_type == TargetType::Track && s.is_live_at(ctx.now, views_used))
+        .filter(|s| s.facts.target_type == TargetType::Track)
         .ok_or(Rejection::DeadLink)?;
     let track_id = TrackId::parse(&link.facts.target_id).map_err(|_| Rejection::DeadLink)?;
-    if !track.is_some_and(|t| {
+    let removed = !track.is_some_and(|t| {
         t.imported.track_id == track_id && t.is_live_in(&link.facts.organization_id)
-    }) {
+    });
+    if link.status_at(ctx.now, views_used, removed) != LinkStatus::Active {
         return Err(Rejection::DeadLink);
     }
     if library.item(&track_id).is_some() {
