@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tests::command::TrackForm;
 use tests::nats::PrivateNats;
 use tests::nats_cluster::NatsCluster;
 use tests::process::{Bin, Service};
@@ -305,46 +306,20 @@ async fn killing_the_audit_streams_leader_under_load_loses_and_duplicates_nothin
 
 /// A live share link's URL, made through the real command API.
 async fn live_link(stack: &Stack, key: &str) -> String {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "audio",
-            reqwest::multipart::Part::bytes(tests::audio::wav_tone_ms(1_000))
-                .file_name("track.wav")
-                .mime_str("audio/wav")
-                .expect("mime"),
-        )
-        .text("title", "Replicated")
-        .text("engine", "studio")
-        .text("mode", "creation")
-        .text("instrumental", "true")
-        .text("licence_class", "personal_only");
-    let track: serde_json::Value = stack
-        .http
-        .post(stack.command.url("/v1/music/org_acme/tracks"))
-        .header("x-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("track");
+    let form = TrackForm::valid()
+        .with("title", "Replicated")
+        .audio(tests::audio::wav_tone_ms(1_000), "track.wav");
+    let track = stack.commands().create_track(key, "org_acme", form).await;
     let id = track["id"].as_str().expect("track id");
-    let share: serde_json::Value = stack
-        .http
-        .post(
-            stack
-                .command
-                .url(&format!("/v1/music/org_acme/tracks/{id}/share")),
+    let share = stack
+        .commands()
+        .share(
+            key,
+            "org_acme",
+            &format!("tracks/{id}"),
+            serde_json::json!({}),
         )
-        .header("x-api-key", key)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("share")
-        .json()
-        .await
-        .expect("share link");
+        .await;
     let token = share["token"].as_str().expect("token");
     stack.query.url(&format!("/v1/music/shared/{token}"))
 }
