@@ -12,12 +12,14 @@
 //! for links that have a limit. Without a row the link has not been opened.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use events::event::{SharedTrackSaved, TargetType};
+use events::event::SharedTrackSaved;
 use events::ids::{LibraryItemId, ShareLinkId, TrackId};
+use events::password::SharePassword;
 use events::share_token::ShareToken;
 use events::{MusicEvent, StreamId};
 use serde::Serialize;
@@ -29,6 +31,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
+use crate::domain::share_management::{self, SaveAccess};
 use crate::params::{docs, PathParams};
 use crate::{shares, tracks};
 
@@ -85,11 +88,15 @@ fn item_view(item: &LibraryItem) -> LibraryItemObject {
     path = "/v1/music/shared/{token}/save",
     operation_id = "save_shared_track",
     tag = "library",
-    params(docs::Token),
+    params(
+        docs::Token,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one (a protected link needs it)."),
+    ),
     responses(
         (status = 201, description = "Saved now.", body = LibraryItemObject),
         (status = 200, description = "Saved before (through any link): the existing edge.", body = LibraryItemObject),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one (`AUTHENTICATION_REQUIRED`); or the link has a password and `X-Share-Password` is missing (`PASSWORD_REQUIRED`) or wrong (`INVALID_PASSWORD`).", body = ErrorEnvelope),
         (status = 404, description = "Not a live track share: unknown, malformed, revoked, expired, over its limit, a collection share, or removed content.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the library kept changing.", body = ErrorEnvelope),
     ),
@@ -99,9 +106,13 @@ pub async fn save(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(token): PathParams<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let ctx = CommandContext::new(&caller);
-    let (share_id, track_id) = live_track_share(&state, &token, ctx.now()).await?;
+    let password = headers
+        .get(SHARE_PASSWORD_HEADER)
+        .map(|v| SharePassword::new(String::from_utf8_lossy(v.as_bytes())));
+    let (share_id, track_id) = live_track_share(&state, &token, ctx.now(), password).await?;
     let user = ctx.actor.clone();
     let stream = StreamId::library(&user);
     let (state, ctx, stream, user) = (&state, &ctx, &stream, &user);
@@ -139,11 +150,16 @@ pub async fn save(
     Ok((status, Json(item_view(&item))).into_response())
 }
 
-/// The share and track behind `raw_token`, if it is a live link to a live track.
+/// The header a protected link's password travels in (as on the public resolve).
+pub const SHARE_PASSWORD_HEADER: &str = "x-share-password";
+
+/// The share and track behind `raw_token`, if it is a live link to a live track and, when the
+/// link has a password, `password` is it (401 otherwise, as on the public resolve).
 async fn live_track_share(
     state: &AppState,
     raw_token: &str,
     now: DateTime<Utc>,
+    password: Option<SharePassword>,
 ) -> Result<(ShareLinkId, TrackId), ApiError> {
     let dead = ApiError::dead_share_link;
     let token = ShareToken::parse(raw_token).ok_or_else(dead)?;
@@ -151,9 +167,21 @@ async fn live_track_share(
         .await?
         .ok_or_else(dead)?;
     let (share, _) = shares::load(state, &share_id).await?;
-    let share = share
-        .filter(|s| s.is_live_at(now) && s.created.target_type == TargetType::Track)
-        .ok_or_else(dead)?;
+    let access = share_management::save_access(share.as_ref(), &token.hash(), now);
+    let (Some(access), Some(share)) = (access, share) else {
+        return Err(dead());
+    };
+    if let SaveAccess::NeedsPassword(hash) = access {
+        let Some(password) = password else {
+            return Err(ApiError::password_required());
+        };
+        let right = tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .map_err(ApiError::internal)?;
+        if !right {
+            return Err(ApiError::invalid_password());
+        }
+    }
     if let Some(max_views) = share.created.max_views {
         if views_used(&state.pool, &share_id).await? >= i64::from(max_views) {
             return Err(dead());

@@ -14,6 +14,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility, MAX_VIEWS_LIMIT};
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
+use events::password::{PasswordHash, SharePassword};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, MusicEvent, StreamId};
 use serde::{Deserialize, Serialize};
@@ -38,38 +39,11 @@ use crate::tracks;
 /// `expires_in_days` above this is clamped to it.
 pub const MAX_EXPIRY_DAYS: i64 = 90;
 
-/// A share link as decided from its stream.
-#[derive(Clone, Debug)]
-pub struct ShareLink {
-    pub created: ShareCreated,
-    pub revoked: bool,
-}
+pub use crate::domain::share_management::ShareLink;
 
 impl ShareLink {
     pub fn from_history(history: &History) -> Option<ShareLink> {
-        let mut share: Option<ShareLink> = None;
-        for recorded in &history.events {
-            match &recorded.event {
-                MusicEvent::ShareCreated(created) => {
-                    share = Some(ShareLink {
-                        created: created.clone(),
-                        revoked: false,
-                    })
-                }
-                MusicEvent::ShareRevoked(_) => {
-                    if let Some(share) = &mut share {
-                        share.revoked = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        share
-    }
-
-    /// Neither revoked nor expired at `now`. (Over `max_views` is the query side's to know.)
-    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
-        !self.revoked && self.created.expires_at.is_none_or(|at| now < at)
+        ShareLink::fold(history.events.iter().map(|r| (&r.event, r.occurred_at)))
     }
 }
 
@@ -102,6 +76,16 @@ pub struct ShareRequest {
     #[serde(default)]
     #[schema(schema_with = positive_integer_up_to_max_views)]
     max_views: Option<Box<RawValue>>,
+    /// Protects the link: 8 to 128 characters, kept only as an Argon2id hash. Absent or null:
+    /// open to anyone with the link.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
+    password: Option<Value>,
+    /// The owner's own note about the link (at most 200 characters), never shown to
+    /// recipients. Absent or null: none.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000]*$")]
+    label: Option<Value>,
 }
 
 /// A nullable JSON integer of at least 1. No `format`: `int32`/`int64` would claim signed
@@ -112,11 +96,11 @@ fn nullable_positive_integer() -> ObjectBuilder {
         .minimum(Some(1))
 }
 
-fn positive_integer() -> RefOr<Schema> {
+pub(crate) fn positive_integer() -> RefOr<Schema> {
     nullable_positive_integer().into()
 }
 
-fn positive_integer_up_to_max_views() -> RefOr<Schema> {
+pub(crate) fn positive_integer_up_to_max_views() -> RefOr<Schema> {
     nullable_positive_integer()
         .maximum(Some(MAX_VIEWS_LIMIT as usize))
         .into()
@@ -124,14 +108,14 @@ fn positive_integer_up_to_max_views() -> RefOr<Schema> {
 
 /// What a raw JSON number field holds, read as the contract reads it.
 #[derive(Debug, PartialEq)]
-enum RawInteger {
+pub(crate) enum RawInteger {
     /// A JSON integer of at least 1; `u64::MAX` stands for any larger one.
     Positive(u64),
     /// Anything else: 0, a negative, a fraction (`2.5`, `2.0`), an exponent, a string, a bool...
     Invalid,
 }
 
-fn raw_integer(raw: &RawValue) -> RawInteger {
+pub(crate) fn raw_integer(raw: &RawValue) -> RawInteger {
     let text = raw.get().trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return RawInteger::Invalid;
@@ -169,6 +153,44 @@ pub struct ShareLinkObject {
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
+}
+
+impl ShareLinkObject {
+    /// The link as it is now, with `token` (just drawn: creation or rotation) shown this once.
+    pub fn new(
+        share: &ShareCreated,
+        token: &ShareToken,
+        created_at: DateTime<Utc>,
+        public_base_url: &str,
+    ) -> Self {
+        ShareLinkObject {
+            id: share.share_id.to_string(),
+            token: token.expose().to_owned(),
+            url: format!("{public_base_url}/v1/music/shared/{}", token.expose()),
+            target_type: share.target_type,
+            target_id: share.target_id.clone(),
+            visibility: share.visibility,
+            expires_at: share.expires_at.map(rfc3339),
+            max_views: share.max_views,
+            created_at: rfc3339(created_at),
+            password_protected: share.password_hash.is_some(),
+            label: share.label.clone(),
+        }
+    }
+
+    /// `201` with `Cache-Control: no-store`: the body holds a secret shown once.
+    pub fn created(self) -> Response {
+        let mut response = (StatusCode::CREATED, Json(self)).into_response();
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
 }
 
 /// The request, valid.
@@ -177,59 +199,118 @@ struct ShareOptions {
     /// Already clamped to [`MAX_EXPIRY_DAYS`]; `None`: never expires.
     expires_in_days: Option<i64>,
     max_views: Option<u32>,
+    password: Option<SharePassword>,
+    label: Option<String>,
+}
+
+/// The bad fields of a body, each with why; a 422 names them all.
+#[derive(Default)]
+pub(crate) struct FieldProblems(pub Vec<(String, String)>);
+
+impl FieldProblems {
+    /// The value, or `None` with `field`'s problem noted.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.0.push((field.to_owned(), reason));
+                None
+            }
+        }
+    }
+}
+
+/// A `visibility` field's value, or why it is wrong.
+pub(crate) fn visibility_field(value: &Value) -> Result<Visibility, String> {
+    match value {
+        Value::String(v) if v == "link_only" => Ok(Visibility::LinkOnly),
+        Value::String(v) if v == "public" => Ok(Visibility::Public),
+        _ => Err("must be \"link_only\" or \"public\"".to_owned()),
+    }
+}
+
+/// An `expires_in_days` literal, clamped to [`MAX_EXPIRY_DAYS`], or why it is wrong. JSON
+/// integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any larger number
+/// of days is clamped like 91.
+pub(crate) fn expiry_days_field(raw: &RawValue) -> Result<i64, String> {
+    match raw_integer(raw) {
+        RawInteger::Positive(days) => Ok(days.min(MAX_EXPIRY_DAYS as u64) as i64),
+        RawInteger::Invalid => Err("must be an integer of at least 1".to_owned()),
+    }
+}
+
+/// A `max_views` literal, or why it is wrong.
+pub(crate) fn max_views_field(raw: &RawValue) -> Result<u32, String> {
+    match raw_integer(raw) {
+        RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Ok(n as u32),
+        _ => Err(format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}")),
+    }
+}
+
+/// A `password` an owner sets, or why it cannot be one.
+pub(crate) fn password_field(value: &Value) -> Result<SharePassword, String> {
+    let Value::String(raw) = value else {
+        return Err("must be a string of 8 to 128 characters".to_owned());
+    };
+    let password = SharePassword::new(raw.clone());
+    password.check_settable().map_err(str::to_owned)?;
+    Ok(password)
+}
+
+/// The longest `label` (characters).
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// A `label`, or why it is wrong.
+pub(crate) fn label_field(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(label) if label.chars().count() <= MAX_LABEL_CHARS => {
+            match crate::text::nul_problem(label) {
+                Some(problem) => Err(problem.to_owned()),
+                None => Ok(label.clone()),
+            }
+        }
+        _ => Err(format!(
+            "must be a string of at most {MAX_LABEL_CHARS} characters"
+        )),
+    }
+}
+
+/// Hashes an owner's new password on a blocking thread: Argon2id takes tens of milliseconds
+/// of CPU, which must not stall the executor.
+pub(crate) async fn hash_password(password: SharePassword) -> Result<PasswordHash, ApiError> {
+    tokio::task::spawn_blocking(move || password.hash())
+        .await
+        .map_err(ApiError::internal)
 }
 
 impl ShareRequest {
     fn validate(self) -> Result<ShareOptions, ApiError> {
-        let mut problems = Vec::new();
-        let visibility = match self.visibility {
-            None => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "link_only" => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "public" => Visibility::Public,
-            Some(_) => {
-                problems.push((
-                    "visibility".to_owned(),
-                    "must be \"link_only\" or \"public\"".to_owned(),
-                ));
-                Visibility::LinkOnly
-            }
-        };
-        // JSON integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any
-        // larger number of days is clamped like 91.
-        let expires_in_days = match &self.expires_in_days {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
-                RawInteger::Invalid => {
-                    problems.push((
-                        "expires_in_days".to_owned(),
-                        "must be an integer of at least 1".to_owned(),
-                    ));
-                    None
-                }
-            },
-        };
-        let max_views = match &self.max_views {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Some(n as u32),
-                _ => {
-                    problems.push((
-                        "max_views".to_owned(),
-                        format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}"),
-                    ));
-                    None
-                }
-            },
-        };
-        if problems.is_empty() {
+        let mut problems = FieldProblems::default();
+        let present = |v: &Option<Value>| v.as_ref().filter(|v| !v.is_null()).cloned();
+        let visibility = present(&self.visibility)
+            .and_then(|v| problems.check("visibility", visibility_field(&v)))
+            .unwrap_or_default();
+        let expires_in_days = self
+            .expires_in_days
+            .as_deref()
+            .and_then(|raw| problems.check("expires_in_days", expiry_days_field(raw)));
+        let max_views = self
+            .max_views
+            .as_deref()
+            .and_then(|raw| problems.check("max_views", max_views_field(raw)));
+        let password =
+            present(&self.password).and_then(|v| problems.check("password", password_field(&v)));
+        let label = present(&self.label).and_then(|v| problems.check("label", label_field(&v)));
+        if problems.0.is_empty() {
             Ok(ShareOptions {
                 visibility,
                 expires_in_days,
                 max_views,
+                password,
+                label,
             })
         } else {
-            Err(ApiError::validation(problems))
+            Err(ApiError::validation(problems.0))
         }
     }
 }
@@ -333,13 +414,17 @@ async fn create(
     org: &OrganizationId,
     target_type: TargetType,
     target_id: String,
-    options: ShareOptions,
+    mut options: ShareOptions,
 ) -> Result<Response, ApiError> {
     let created_at = ctx.now();
     let expires_at = options
         .expires_in_days
         .map(|days| created_at + chrono::Duration::days(days));
-    let (target_id, options) = (&target_id, &options);
+    let password_hash = match options.password.take() {
+        Some(password) => Some(hash_password(password).await?),
+        None => None,
+    };
+    let (target_id, options, password_hash) = (&target_id, &options, &password_hash);
     let (created, token) = decide::new_stream(state, ctx, move || async move {
         // A fresh id and token per attempt: a new share can only conflict on a collision.
         let token = ShareToken::generate();
@@ -364,6 +449,8 @@ async fn create(
             visibility: options.visibility,
             expires_at,
             max_views: options.max_views,
+            password_hash: password_hash.clone(),
+            label: options.label.clone(),
         };
         let event = MusicEvent::ShareCreated(created.clone());
         let stream = StreamId::share(&share_id);
@@ -371,38 +458,26 @@ async fn create(
         Ok((created, token))
     })
     .await?;
-    let body = ShareLinkObject {
-        id: created.share_id.to_string(),
-        token: token.expose().to_owned(),
-        url: format!(
-            "{}/v1/music/shared/{}",
-            state.settings.public_base_url,
-            token.expose()
-        ),
-        target_type: created.target_type,
-        target_id: created.target_id,
-        visibility: created.visibility,
-        expires_at: created.expires_at.map(rfc3339),
-        max_views: created.max_views,
-        created_at: rfc3339(created_at),
-    };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    // The body holds a secret shown once: no cache may keep it.
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(ShareLinkObject::new(
+        &created,
+        &token,
+        created_at,
+        &state.settings.public_base_url,
+    )
+    .created())
 }
 
-/// Records which share a token's hash belongs to. `false` if the share id (or, astronomically
-/// unlikely, the hash) is taken: the caller retries with new ones.
+/// Records which share a token's hash belongs to. `false` if the hash is taken (astronomically
+/// unlikely): the caller retries with a new token. A share id drawn twice is caught by its
+/// stream's `ExpectedVersion::NoStream` instead; since a rotation adds a row per token, one
+/// share may have several rows, and its stream says which token is current.
 ///
 /// When the event log lives in this same PostgreSQL database, the row is committed without
 /// waiting for its own WAL flush: the `ShareCreated` append that follows commits synchronously,
 /// and flushing the WAL up to that commit flushes this row too, so a share whose event is durable
 /// always has its row. That halves the fsyncs a share costs. With another event store the row is
 /// flushed on its own.
-async fn index_token(
+pub(crate) async fn index_token(
     pool: &PgPool,
     flushed_by_append: bool,
     token: &ShareToken,
@@ -426,7 +501,8 @@ async fn index_token(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// The share a token's hash names in the index, if any.
+/// The share a token's hash names in the index, if any (the token may be one a rotation
+/// retired: check it against the share's stream).
 pub async fn find_by_token(
     pool: &PgPool,
     token: &ShareToken,

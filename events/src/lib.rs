@@ -14,6 +14,7 @@ pub mod event;
 pub mod ids;
 pub mod licence;
 pub mod notice;
+pub mod password;
 pub mod share_token;
 pub mod store;
 mod upcast;

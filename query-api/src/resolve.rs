@@ -13,16 +13,18 @@
 //! when [`negotiate`] finds the client prefers HTML), so both renderings show the same facts
 //! under the same rate limit and the same audit (with `format` telling them apart).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
+use events::password::{PasswordHash, SharePassword};
 use events::share_token::TokenHash;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
@@ -32,24 +34,27 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, Format, Outcome};
 use crate::cache::ResolveCache;
 use crate::page;
+use crate::password_check::Check;
 use crate::view::{Content, DeadCause, Judgement, ResolvedView, ShareRecord, ShareRow, TrackFacts};
 
 /// Looks token hashes up: cache, read models, and the `max_views` counters.
 pub struct Resolver {
     pool: PgPool,
     cache: Arc<ResolveCache>,
-    /// Limited links this instance has seen run out. A count only grows, so once out a link is
-    /// out for good: later resolves answer without a round trip, as fast as any other dead link
-    /// (otherwise the counter's round trip would tell an over-limit link from a revoked one).
+    /// Limited links this instance has seen run out, by share and limit. A count only grows,
+    /// so once out at a limit a link is out for good at that limit: later resolves answer
+    /// without a round trip, as fast as any other dead link (otherwise the counter's round trip
+    /// would tell an over-limit link from a revoked one).
     exhausted: moka::sync::Cache<String, ()>,
 }
 
 /// Whether a resolve counts as a view of a limited link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Viewing {
-    /// A `GET`: takes one view.
+    /// A person opening the link (a JSON `GET`, the page's `POST`): takes one view.
     Take,
-    /// A `HEAD` (link checkers, preview probes): tells whether a view is left, takes none.
+    /// A look that takes none (a `HEAD`, a link-preview agent, the read-only `GET` page of a
+    /// limited link): tells whether a view is left, and is audited as `preview`.
     Peek,
 }
 
@@ -57,6 +62,8 @@ pub enum Viewing {
 pub struct Resolution {
     pub outcome: Outcome,
     pub record: Arc<ShareRecord>,
+    /// For a 429 of the password-guess limit: whole seconds until a retry may pass.
+    pub retry_after: Option<u64>,
 }
 
 impl Resolution {
@@ -74,27 +81,12 @@ impl Resolver {
         }
     }
 
-    pub async fn resolve(
-        &self,
-        hash: &TokenHash,
-        now: DateTime<Utc>,
-        viewing: Viewing,
-    ) -> Result<Resolution, ApiError> {
-        let record = match self.cache.get(hash) {
-            Some(record) => record,
-            None => self.read(hash).await?,
-        };
-        let outcome = match record.judge(now) {
-            Judgement::Dead(cause) => dead_outcome(cause),
-            Judgement::Unavailable(_) => Outcome::Unavailable,
-            Judgement::Alive(row) => match row.max_views {
-                Some(max) if !self.view_left(&row.share_id, max, viewing).await? => {
-                    dead_outcome(DeadCause::OverLimit)
-                }
-                _ => Outcome::Ok,
-            },
-        };
-        Ok(Resolution { outcome, record })
+    /// The record of `hash`: from the cache, else one read-model query.
+    pub async fn record(&self, hash: &TokenHash) -> Result<Arc<ShareRecord>, ApiError> {
+        match self.cache.get(hash) {
+            Some(record) => Ok(record),
+            None => self.read(hash).await,
+        }
     }
 
     /// One read-model query (one snapshot) for `hash`, cached unless a notice overtook it.
@@ -107,13 +99,16 @@ impl Resolver {
 
     /// Whether a limited link has a view left, taking it for [`Viewing::Take`]; `false` when
     /// none is left.
-    async fn view_left(
+    pub async fn view_left(
         &self,
         share_id: &str,
         max_views: u32,
         viewing: Viewing,
     ) -> Result<bool, ApiError> {
-        if self.exhausted.contains_key(share_id) {
+        // Keyed by the limit too: an owner may raise it, and a link out of views at one limit
+        // has views again at a higher one.
+        let exhausted_key = format!("{share_id}/{max_views}");
+        if self.exhausted.contains_key(&exhausted_key) {
             return Ok(false);
         }
         let left = match viewing {
@@ -129,7 +124,7 @@ impl Resolver {
             }
         };
         if !left {
-            self.exhausted.insert(share_id.to_owned(), ());
+            self.exhausted.insert(exhausted_key, ());
         }
         Ok(left)
     }
@@ -168,7 +163,7 @@ fn dead_outcome(cause: DeadCause) -> Outcome {
 /// statement so all of it comes from one snapshot.
 const RESOLVE_SQL: &str = "\
 SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, s.max_views, \
-       s.revoked_at, \
+       s.revoked_at, s.password_hash, \
        t.track_id, t.title, t.engine, t.mode, t.measured_duration_ms, t.instrumental, \
        t.licence_class, t.licence_version, t.commercial_use, t.requires_attribution, \
        t.removed_at AS track_removed_at, \
@@ -260,6 +255,9 @@ async fn read_record(pool: &PgPool, hash: &TokenHash) -> Result<ShareRecord, Api
             expires_at: row.try_get("expires_at")?,
             max_views: max_views.map(|m| m.max(0) as u32),
             revoked_at: row.try_get("revoked_at")?,
+            password_hash: row
+                .try_get::<Option<String>, _>("password_hash")?
+                .map(PasswordHash::from_phc),
             content,
         }),
     })
@@ -376,6 +374,138 @@ pub struct TokenParam {
     token: String,
 }
 
+/// The header a protected link's password travels in (JSON resolve, `HEAD`).
+pub const PASSWORD_HEADER: &str = "x-share-password";
+
+/// The largest body the page's `POST` takes (a password form).
+pub const FORM_LIMIT: usize = 16 * 1024;
+
+/// Link-preview agents: a `User-Agent` containing any of these (case-insensitively) looks at a
+/// link and never takes a view (CONTRACT.md, "Views that a person took").
+const PREVIEW_AGENTS: &[&str] = &[
+    "slackbot",
+    "slack-imgproxy",
+    "discordbot",
+    "twitterbot",
+    "facebookexternalhit",
+    "whatsapp",
+    "telegrambot",
+    "linkedinbot",
+    "skypeuripreview",
+    "iframely",
+    "embedly",
+    "redditbot",
+    "mastodon",
+    "pinterest",
+];
+
+/// Whether `user_agent` is a link-preview agent's.
+pub fn is_preview_agent(user_agent: Option<&str>) -> bool {
+    let Some(user_agent) = user_agent else {
+        return false;
+    };
+    let user_agent = user_agent.to_ascii_lowercase();
+    PREVIEW_AGENTS
+        .iter()
+        .any(|agent| user_agent.contains(agent))
+}
+
+/// How a resolve request came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method3 {
+    Get,
+    Head,
+    /// The page's form (a password, or "Listen"): a person acting.
+    Post,
+}
+
+/// What one request asks of a link.
+struct Attempt {
+    /// A `HEAD` or a link-preview agent: takes no view, ever.
+    look_only: bool,
+    /// The HTML page's `GET`: read-only for a limited link.
+    page_get: bool,
+    password: Option<SharePassword>,
+    ip: IpAddr,
+}
+
+/// Judges the link behind `hash` for one attempt: dead, the password gate (guess limit first,
+/// then the check), then the view. A protected link that is dead (out of views included)
+/// answers as dead whatever password is sent; a missing or wrong password takes no view.
+async fn resolve(
+    app: &AppState,
+    hash: &TokenHash,
+    now: DateTime<Utc>,
+    attempt: Attempt,
+) -> Result<Resolution, ApiError> {
+    let record = app.resolver.record(hash).await?;
+    let done = |outcome| Resolution {
+        outcome,
+        record: record.clone(),
+        retry_after: None,
+    };
+    let (row, alive) = match record.judge(now) {
+        Judgement::Dead(cause) => return Ok(done(dead_outcome(cause))),
+        Judgement::Unavailable(row) => (row, false),
+        Judgement::Alive(row) => (row, true),
+    };
+    let limit = row.max_views.filter(|_| alive);
+    if let Some(password_hash) = &row.password_hash {
+        if let Some(max) = limit {
+            if !app
+                .resolver
+                .view_left(&row.share_id, max, Viewing::Peek)
+                .await?
+            {
+                return Ok(done(dead_outcome(DeadCause::OverLimit)));
+            }
+        }
+        if let Some(wait) = app.password_guard.blocked(attempt.ip, &row.share_id) {
+            return Ok(Resolution {
+                retry_after: Some(wait),
+                ..done(Outcome::RateLimited)
+            });
+        }
+        let Some(password) = attempt.password else {
+            return Ok(done(Outcome::PasswordRequired));
+        };
+        match app
+            .passwords
+            .check(&row.share_id, password_hash, password)
+            .await
+        {
+            Check::Right => {}
+            Check::Wrong => {
+                app.password_guard.wrong_guess(attempt.ip, &row.share_id);
+                return Ok(done(Outcome::PasswordInvalid));
+            }
+            Check::Busy => {
+                return Ok(Resolution {
+                    retry_after: Some(1),
+                    ..done(Outcome::RateLimited)
+                })
+            }
+        }
+    }
+    if !alive {
+        return Ok(done(Outcome::Unavailable));
+    }
+    let viewing = if attempt.look_only || (attempt.page_get && limit.is_some()) {
+        Viewing::Peek
+    } else {
+        Viewing::Take
+    };
+    if let Some(max) = limit {
+        if !app.resolver.view_left(&row.share_id, max, viewing).await? {
+            return Ok(done(dead_outcome(DeadCause::OverLimit)));
+        }
+    }
+    Ok(done(match viewing {
+        Viewing::Take => Outcome::Ok,
+        Viewing::Peek => Outcome::Preview,
+    }))
+}
+
 /// Open a shared link: a read-only view of the shared track or collection, with freshly signed
 /// playback URLs and truthful licence facts. Public: no API key (one sent is ignored).
 ///
@@ -384,15 +514,34 @@ pub struct TokenParam {
 /// A `link_only` share's answers, and every dead link's, also carry `X-Robots-Tag: noindex`.
 /// Every dead cause (unknown, malformed, revoked, expired, over `max_views`) is one identical
 /// 404; content the creator removed is a 200 with `available: false`.
+///
+/// A password-protected link needs `X-Share-Password` (401 `PASSWORD_REQUIRED` without it,
+/// `INVALID_PASSWORD` when wrong; the page shows a password form instead); 5 wrong passwords
+/// from one client IP for one link within 60 s refuse that IP on that link (429) until 60 s
+/// after the first. `HEAD` and link-preview agents (Slackbot, Discordbot, facebookexternalhit,
+/// …) never take a view of a limited link: previews get `playback_url: null`. The HTML page of
+/// a limited link is read-only on `GET` (a "Listen" button POSTs to this URL and takes the view).
 #[utoipa::path(
     get,
     path = "/v1/music/shared/{token}",
     operation_id = "resolve_share",
     tag = "resolve",
-    params(TokenParam),
+    params(
+        TokenParam,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one."),
+    ),
     responses(
-        (status = 200, description = "The resolved view (or `available: false` when the content was removed).",
+        (status = 200, description = "The resolved view (or `available: false` when the content was removed); for a link-preview agent, `playback_url` is null. The HTML page of a limited link is read-only (no player).",
             content((ResolvedView = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 401, description = "A protected link: `X-Share-Password` missing (`PASSWORD_REQUIRED`) or wrong (`INVALID_PASSWORD`); the page shows a password form. Nothing of the share.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
             headers(
                 ("Cache-Control" = String, description = "`no-store`."),
                 ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
@@ -407,7 +556,7 @@ pub struct TokenParam {
                 ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
                 ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
             )),
-        (status = 429, description = "This client IP's resolve limit is spent; retry after `Retry-After` seconds.",
+        (status = 429, description = "This client IP's resolve limit is spent, or its password guesses on this link; retry after `Retry-After` seconds.",
             content((ErrorEnvelope = "application/json"), (String = "text/html")),
             headers(
                 ("Cache-Control" = String, description = "`no-store`."),
@@ -431,12 +580,120 @@ pub async fn handler(
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let now = Utc::now();
-    let viewing = if method == Method::HEAD {
-        Viewing::Peek
+    let password = header_password(&headers);
+    let how = if method == Method::HEAD {
+        Method3::Head
     } else {
-        Viewing::Take
+        Method3::Get
     };
+    respond(app, peer, how, headers, token, password).await
+}
+
+/// A person acting on the share page: its password form (`password=…`) or its "Listen" button.
+/// Takes one view of a limited link and answers the page with the player (or the JSON view, if
+/// `Accept` prefers JSON), under the same rate limit, password rules and audit as `GET`.
+#[utoipa::path(
+    post,
+    path = "/v1/music/shared/{token}",
+    operation_id = "open_share",
+    tag = "resolve",
+    params(
+        TokenParam,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one and the form does not carry it."),
+    ),
+    request_body(content = PasswordForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page's form: `password` for a protected link, nothing for \"Listen\"."),
+    responses(
+        (status = 200, description = "The view, with its playback URLs: one view taken.",
+            content((ResolvedView = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 401, description = "A protected link: no password (`PASSWORD_REQUIRED`) or a wrong one (`INVALID_PASSWORD`); the page shows the form again.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 404, description = "A dead link: \"This share link is no longer available.\"",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+        (status = 413, description = "The form is larger than 16 KiB.", body = ErrorEnvelope),
+        (status = 429, description = "This client IP's resolve limit is spent, or its password guesses on this link; retry after `Retry-After` seconds.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html")),
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until a retry may pass."),
+            )),
+        (status = 503, description = "The database is down.", body = ErrorEnvelope,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("RateLimit-Limit" = u32, description = "Resolves allowed per minute for this client IP."),
+                ("RateLimit-Remaining" = u32, description = "Resolves left in the current burst."),
+                ("RateLimit-Reset" = u64, description = "Whole seconds until the burst is full again."),
+            )),
+    ),
+)]
+pub async fn submit(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::payload_too_large(FORM_LIMIT as u64).into_response()
+        }
+        Err(_) => Bytes::new(),
+    };
+    // A form that does not parse carries no password: the answer says one is required.
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let password = form
+        .into_iter()
+        .find(|(name, _)| name == "password")
+        .map(|(_, value)| SharePassword::new(value))
+        .or_else(|| header_password(&headers));
+    respond(app, peer, Method3::Post, headers, token, password).await
+}
+
+/// The page's form, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PasswordForm {
+    /// The link's password (a protected link); absent for "Listen".
+    password: Option<String>,
+}
+
+fn header_password(headers: &HeaderMap) -> Option<SharePassword> {
+    headers
+        .get(PASSWORD_HEADER)
+        .map(|v| SharePassword::new(String::from_utf8_lossy(v.as_bytes())))
+}
+
+async fn respond(
+    app: AppState,
+    peer: SocketAddr,
+    how: Method3,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+    password: Option<SharePassword>,
+) -> Response {
+    let now = Utc::now();
     let ip = app.trusted_proxies.client_ip(peer.ip(), &headers);
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -465,7 +722,13 @@ pub async fn handler(
         return response;
     }
 
-    let resolution = match app.resolver.resolve(&hash, now, viewing).await {
+    let attempt = Attempt {
+        look_only: how == Method3::Head || is_preview_agent(user_agent),
+        page_get: how == Method3::Get && format == Format::Html,
+        password,
+        ip,
+    };
+    let resolution = match resolve(&app, &hash, now, attempt).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(status = e.status().as_u16(), "resolve failed");
@@ -483,7 +746,7 @@ pub async fn handler(
         row.map(|r| r.target_type.as_str()),
         row.map(|r| r.target_id.as_str()),
     ));
-    if resolution.outcome == Outcome::Ok && viewing == Viewing::Take {
+    if resolution.outcome == Outcome::Ok {
         if let Some(row) = row {
             app.stats.record(&row.share_id, now);
         }
@@ -493,26 +756,35 @@ pub async fn handler(
         Format::Json | Format::Media => render_json(&app, &resolution, now),
     };
     let visibility = match resolution.outcome {
-        Outcome::Ok | Outcome::Unavailable => row.map(|r| r.visibility),
-        // Identical for every dead cause, so headers cannot tell them apart either.
+        Outcome::Ok | Outcome::Unavailable | Outcome::Preview => row.map(|r| r.visibility),
+        // Identical for every dead cause, so headers cannot tell them apart either; a
+        // protected link's refusals show nothing of it, its visibility included.
         _ => Some(Visibility::LinkOnly),
     };
     finish_headers(&mut response, &limit, visibility);
     response
 }
 
-/// The JSON rendering: the source page's shape, or the one dead-link envelope.
+/// The JSON rendering: the source page's shape, or an error envelope.
 pub fn render_json(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
     match (resolution.outcome, resolution.row()) {
         (Outcome::Ok, Some(row)) => {
-            let view = ResolvedView::live(row, |track_id| app.signer.mint(track_id, now));
+            let view = ResolvedView::live(row, |track_id| Some(app.signer.mint(track_id, now)));
             (StatusCode::OK, Json(view)).into_response()
+        }
+        (Outcome::Preview, Some(row)) => {
+            (StatusCode::OK, Json(ResolvedView::live(row, |_| None))).into_response()
         }
         (Outcome::Unavailable, Some(row)) => (
             StatusCode::OK,
             Json(ResolvedView::unavailable(row.target_type)),
         )
             .into_response(),
+        (Outcome::PasswordRequired, _) => ApiError::password_required().into_response(),
+        (Outcome::PasswordInvalid, _) => ApiError::invalid_password().into_response(),
+        (Outcome::RateLimited, _) => {
+            ApiError::rate_limited(resolution.retry_after.unwrap_or(1)).into_response()
+        }
         _ => ApiError::dead_share_link().into_response(),
     }
 }
@@ -522,6 +794,7 @@ fn finish_headers(
     limit: &crate::rate_limit::Decision,
     visibility: Option<Visibility>,
 ) {
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The same URL answers JSON or HTML by `Accept`; a shared cache must keep them apart.
@@ -530,6 +803,10 @@ fn finish_headers(
         headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     }
     limit.write_headers(headers);
+    // The password-guess limit's wait, when it refused (the resolve limit allowed).
+    if let Some(retry_after) = retry_after {
+        headers.insert(header::RETRY_AFTER, retry_after);
+    }
 }
 
 #[cfg(test)]

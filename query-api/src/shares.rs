@@ -88,6 +88,15 @@ pub struct ShareListItem {
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub last_viewed_at: Option<DateTime<Utc>>,
     pub status: ShareStatus,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
+    /// The last change of settings or token (UTC, whole seconds); `created_at` before any.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// A page of share links, newest first.
@@ -158,6 +167,8 @@ pub async fn handler(
     let rows = sqlx::query(
         "SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
                 s.max_views, s.created_at, s.created_position, s.revoked_at, \
+                s.password_hash IS NOT NULL AS password_protected, s.label, \
+                coalesce(s.updated_at, s.created_at) AS updated_at, \
                 coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
                 coalesce(u.used, 0) AS used, \
                 CASE WHEN s.target_type = 'track' \
@@ -233,6 +244,9 @@ fn list_item(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<ShareLis
         view_count: row.try_get("view_count")?,
         last_viewed_at: row.try_get("last_viewed_at")?,
         status,
+        password_protected: row.try_get("password_protected")?,
+        label: row.try_get("label")?,
+        updated_at: Some(row.try_get("updated_at")?),
     })
 }
 

@@ -75,6 +75,7 @@ async fn run() {
         nats_url: nats.url(),
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
+        password_check_workers: 0,
     };
 
     // Hot path against the empty handler, same process, same layers.

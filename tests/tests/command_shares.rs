@@ -376,6 +376,8 @@ async fn expired_share(api: &Api, track: &str, org: &str, owner: &str) -> String
         visibility: Visibility::LinkOnly,
         expires_at: Some(Utc::now() - Duration::days(1)),
         max_views: None,
+        password_hash: None,
+        label: None,
     };
     let meta = EventMetadata {
         actor: owner.to_owned(),
