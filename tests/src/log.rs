@@ -313,6 +313,8 @@ impl Synthetic {
                         .random_bool(0.25)
                         .then(|| at(self.n as i64 + 86_400 * 7)),
                     max_views: self.rng.random_bool(0.2).then_some(10),
+                    password_hash: None,
+                    label: None,
                 });
             }
             74..=83 if !self.shares.is_empty() => {
