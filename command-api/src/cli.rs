@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use events::ids::{OrganizationId, UserId};
-use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
+use service_kit::config::{EventStoreArgs, ServiceArgs};
 use service_kit::{server, telemetry};
 
 use crate::app::{self, AppState, Settings};
 use crate::identity;
 use crate::read_your_writes::ProjectorProgress;
+use crate::runner::Runner;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,11 +23,9 @@ use crate::read_your_writes::ProjectorProgress;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub event_store: EventStoreArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
     #[command(subcommand)]
@@ -84,11 +83,9 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None | Some(Command::Serve) => {
-            serve(cli.database, cli.event_store, cli.nats, cli.serve).await
-        }
+        None | Some(Command::Serve) => serve(cli.service, cli.event_store, cli.serve).await,
         Some(Command::Admin(Admin::CreateKey { user, orgs })) => {
-            let pool = migrations::prepare(&cli.database.database_url, 1).await?;
+            let pool = migrations::prepare(&cli.service.database.database_url, 1).await?;
             let key = identity::create_key(&pool, &user, &orgs).await?;
             println!("{key}");
             Ok(())
@@ -97,18 +94,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(
-    database: DatabaseArgs,
+    service: ServiceArgs,
     event_store: EventStoreArgs,
-    nats: NatsArgs,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
     let backend = event_store.backend().map_err(anyhow::Error::msg)?;
-    let pool =
-        migrations::prepare(&database.database_url, database.database_max_connections).await?;
+    let pool = service.pool().await?;
     let store = events::store::open(&backend, pool.clone()).await?;
-    let namespace = nats.namespace(&database);
+    let namespace = service.namespace();
     let projector = ProjectorProgress::listen(
-        nats.nats_url.clone(),
+        service.nats.nats_url.clone(),
         &namespace,
         Duration::from_millis(args.read_your_writes_timeout_ms),
     );
@@ -121,10 +116,8 @@ async fn serve(
     let state = AppState {
         api_keys: service_kit::auth::ApiKeys::new(pool.clone()),
         pool,
-        store,
+        runner: Runner::new(store, projector),
         settings: Arc::new(settings),
-        projector,
-        stream_locks: Default::default(),
     };
     let listener = server::bind(&args.addr, "command-api").await?;
     server::serve(listener, app::router(state), server::shutdown_signal()).await?;

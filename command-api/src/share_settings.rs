@@ -15,62 +15,24 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
+use events::format::rfc3339;
 use events::ids::ShareLinkId;
 use events::share_token::ShareToken;
 use events::StreamId;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
+use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::decide::{self, rfc3339, Attempt, CommandContext};
-use crate::domain::share_management::{
-    self, Context, Rejection, SettingsChange, ShareCommand, ShareLink,
+use crate::domain::share::{
+    self, positive_integer_up_to_max_views, ShareCommand, ShareLink, ShareSettingsRequest,
 };
-use crate::params::{docs, not_found, path_id, PathParams};
-use crate::shares::{self, FieldProblems, ShareLinkObject};
-
-/// The PATCH body: at least one known field. Absent leaves a setting as it is; `null` clears
-/// it (never expires, no limit, no password, no label). Unknown fields are ignored.
-#[derive(Default, Deserialize, ToSchema)]
-pub struct ShareSettingsRequest {
-    /// `link_only` or `public`.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Visibility>)]
-    visibility: Option<Value>,
-    /// Days from now until the link expires: an integer of at least 1, clamped to 90; null:
-    /// never. An expired link whose new expiry is in the future is live again.
-    #[serde(default, deserialize_with = "present_raw")]
-    #[schema(schema_with = shares::positive_integer)]
-    expires_in_days: Option<Box<RawValue>>,
-    /// An integer from 1 to 2147483647, or null: no limit. Views already taken count.
-    #[serde(default, deserialize_with = "present_raw")]
-    #[schema(schema_with = shares::positive_integer_up_to_max_views)]
-    max_views: Option<Box<RawValue>>,
-    /// 8 to 128 characters: sets or replaces the password; null removes it.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
-    password: Option<Value>,
-    /// The owner's own note (at most 200 characters); null clears it.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000]*$")]
-    label: Option<Value>,
-}
-
-/// A field that was sent, `null` included (serde would read `null` as absent).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
-
-fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
-}
+use crate::params::{docs, path_id, PathParams};
+use crate::runner::{Attempt, CommandContext, Decision};
+use crate::shares::{self, ShareLinkObject};
 
 /// A share link's settings as they are after the change (never its token).
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,7 +46,7 @@ pub struct ShareSettingsObject {
     #[schema(required = true, format = DateTime)]
     pub expires_at: Option<String>,
     /// Null: no limit.
-    #[schema(required = true, schema_with = shares::positive_integer_up_to_max_views)]
+    #[schema(required = true, schema_with = positive_integer_up_to_max_views)]
     pub max_views: Option<u32>,
     pub password_protected: bool,
     /// The owner's own note; null: none.
@@ -100,7 +62,7 @@ pub struct ShareSettingsObject {
 
 impl ShareSettingsObject {
     fn new(share: &ShareLink) -> Self {
-        let settings = &share.created;
+        let settings = &share.facts;
         ShareSettingsObject {
             id: settings.share_id.to_string(),
             target_type: settings.target_type,
@@ -113,97 +75,6 @@ impl ShareSettingsObject {
             created_at: rfc3339(share.created_at),
             updated_at: rfc3339(share.updated_at),
         }
-    }
-}
-
-impl ShareSettingsRequest {
-    /// Checks every field (a 422 names each bad one); the new password is not hashed yet.
-    fn validate(
-        self,
-    ) -> Result<(SettingsChange, Option<events::password::SharePassword>), ApiError> {
-        let mut problems = FieldProblems::default();
-        let sent = self.visibility.is_some()
-            || self.expires_in_days.is_some()
-            || self.max_views.is_some()
-            || self.password.is_some()
-            || self.label.is_some();
-        let nullable_raw = |raw: &RawValue| raw.get().trim() == "null";
-        let mut change = SettingsChange {
-            visibility: self
-                .visibility
-                .as_ref()
-                .and_then(|v| problems.check("visibility", shares::visibility_field(v))),
-            ..SettingsChange::default()
-        };
-        change.expires_in_days = match self.expires_in_days.as_deref() {
-            None => None,
-            Some(raw) if nullable_raw(raw) => Some(None),
-            Some(raw) => problems
-                .check("expires_in_days", shares::expiry_days_field(raw))
-                .map(Some),
-        };
-        change.max_views = match self.max_views.as_deref() {
-            None => None,
-            Some(raw) if nullable_raw(raw) => Some(None),
-            Some(raw) => problems
-                .check("max_views", shares::max_views_field(raw))
-                .map(Some),
-        };
-        let mut new_password = None;
-        match &self.password {
-            None => {}
-            Some(Value::Null) => change.password = Some(None),
-            Some(value) => new_password = problems.check("password", shares::password_field(value)),
-        }
-        change.label = match &self.label {
-            None => None,
-            Some(Value::Null) => Some(None),
-            Some(value) => problems
-                .check("label", shares::label_field(value))
-                .map(Some),
-        };
-        if !sent {
-            problems.0.push((
-                "body".to_owned(),
-                "must set at least one of visibility, expires_in_days, max_views, password, label"
-                    .to_owned(),
-            ));
-        }
-        if problems.0.is_empty() {
-            Ok((change, new_password))
-        } else {
-            Err(ApiError::validation(problems.0))
-        }
-    }
-}
-
-/// Loads a share and answers the 404 unless the caller created it in `org`.
-async fn load_owned(state: &AppState, id: &ShareLinkId, ctx: &Context) -> Result<(), ApiError> {
-    let (share, _) = shares::load(state, id).await?;
-    match share {
-        Some(s) if s.created.organization_id == ctx.org && s.created.owner_id == ctx.actor => {
-            Ok(())
-        }
-        _ => Err(not_found("share_id", id.as_str())),
-    }
-}
-
-fn rejection(rejection: Rejection, id: &ShareLinkId) -> ApiError {
-    match rejection {
-        Rejection::NotFound => not_found("share_id", id.as_str()),
-        Rejection::Revoked => ApiError::conflict(
-            "This share link is revoked.",
-            "A revoked share link cannot be changed",
-        )
-        .with_detail("share_id", id.as_str()),
-    }
-}
-
-fn context(ctx: &CommandContext, org: events::ids::OrganizationId) -> Context {
-    Context {
-        actor: ctx.actor.clone(),
-        org,
-        now: ctx.now(),
     }
 }
 
@@ -238,10 +109,16 @@ pub async fn change_settings(
 ) -> Result<Response, ApiError> {
     let org = caller.member_of(&org)?;
     let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
-    let cmd_ctx = CommandContext::new(&caller);
-    let ctx = context(&cmd_ctx, org);
-    load_owned(&state, &id, &ctx).await?;
-
+    let ctx = CommandContext::new(&caller);
+    let decider = ctx.decider();
+    // Who may act, before the body: a stranger's request is the 404 whatever it holds.
+    let before = shares::load(&state, &id).await?;
+    if !before
+        .as_ref()
+        .is_some_and(|s| s.is_owned_by(&org, &decider.actor))
+    {
+        return Err(crate::params::not_found("share_id", id.as_str()));
+    }
     let json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -255,35 +132,31 @@ pub async fn change_settings(
             "Expected a JSON body with Content-Type: application/json",
         ));
     }
-    let request: ShareSettingsRequest = service_kit::json::parse(&body)?;
-    let (mut change, new_password) = request.validate()?;
-    if let Some(password) = new_password {
-        change.password = Some(Some(shares::hash_password(password).await?));
-    }
-
-    let stream = &StreamId::share(&id);
-    let (state, cmd_ctx, ctx, id, change) = (&state, &cmd_ctx, &ctx, &id, &change);
-    let share = decide::on_stream(state, cmd_ctx, stream, move || async move {
-        let (share, history) = shares::load(state, id).await?;
-        let command = ShareCommand::ChangeSettings(change.clone());
-        let events = share_management::decide(share.as_ref(), command, ctx)
-            .map_err(|r| Attempt::Failed(rejection(r, id)))?;
-        if !events.is_empty() {
-            decide::append(state, cmd_ctx, stream, history.expected(), &events).await?;
+    let body: ShareSettingsRequest = service_kit::json::parse(&body)?;
+    // Hashed only for the link's creator, and only a password the decision will accept.
+    let password_hash = match body.settable_password() {
+        Some(password) if before.as_ref().is_some_and(|s| !s.revoked) => {
+            Some(shares::hash_password(password).await?)
         }
-        let now = ctx.now;
-        let after = ShareLink::fold(
-            history
-                .events
-                .iter()
-                .map(|r| (&r.event, r.occurred_at))
-                .chain(events.iter().map(|e| (e, now))),
-        )
-        .ok_or_else(|| Attempt::Failed(not_found("share_id", id.as_str())))?;
-        Ok::<_, Attempt>(after)
-    })
-    .await?;
-    Ok((StatusCode::OK, Json(ShareSettingsObject::new(&share))).into_response())
+        _ => None,
+    };
+    let command = ShareCommand::ChangeSettings {
+        org,
+        share_id: id.clone(),
+        body,
+        password_hash,
+    };
+    let after = state
+        .runner
+        .on_stream(&ctx, &StreamId::share(&id), |history| {
+            let link = share::from_history(&history.events);
+            let events = share::decide(&link, command.clone(), &decider)?;
+            let after = ctx.recorded(&events).iter().fold(link, share::evolve);
+            Ok((events, after))
+        })
+        .await?;
+    let after = after.ok_or_else(|| ApiError::internal("a changed link without its stream"))?;
+    Ok((StatusCode::OK, Json(ShareSettingsObject::new(&after))).into_response())
 }
 
 /// Rotate a share link's token: a new token, shown this once; the old one is dead from the
@@ -311,43 +184,40 @@ pub async fn rotate(
 ) -> Result<Response, ApiError> {
     let org = caller.member_of(&org)?;
     let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
-    let cmd_ctx = CommandContext::new(&caller);
-    let ctx = context(&cmd_ctx, org);
-    let stream = &StreamId::share(&id);
-    let (state, cmd_ctx, ctx, id) = (&state, &cmd_ctx, &ctx, &id);
-    let (share, token): (ShareLink, ShareToken) =
-        decide::on_stream(state, cmd_ctx, stream, move || async move {
-            let (share, history) = shares::load(state, id).await?;
-            // Refuse before drawing and indexing a token the decision would not use.
+    let ctx = CommandContext::new(&caller);
+    let decider = ctx.decider();
+    let (state_ref, org, id_ref, decider, ctx_ref) = (&state, &org, &id, &decider, &ctx);
+    // Like creation: a fresh token per attempt, indexed before the event that makes it current.
+    let (link, token) = state
+        .runner
+        .new_stream(&ctx, move || async move {
+            let stream = StreamId::share(id_ref);
+            let history = state_ref.runner.read(&stream).await?;
+            let before = share::from_history(&history.events);
             let token = ShareToken::generate();
-            let command = ShareCommand::RotateToken {
+            let command = ShareCommand::Rotate {
+                org: org.clone(),
+                share_id: id_ref.clone(),
                 token_hash: token.hash(),
             };
-            let events = share_management::decide(share.as_ref(), command, ctx)
-                .map_err(|r| Attempt::Failed(rejection(r, id)))?;
-            let flushed = state.settings.index_flushed_by_append;
-            if !shares::index_token(&state.pool, flushed, &token, id).await? {
+            // Decided before the token is indexed: a refused command writes nothing.
+            let events = share::decide(&before, command, decider)?;
+            let after = ctx_ref
+                .recorded(&events)
+                .iter()
+                .fold(before, share::evolve)
+                .ok_or_else(|| ApiError::internal("a rotated link without its stream"))?;
+            let flushed = state_ref.settings.index_flushed_by_append;
+            if !shares::index_token(&state_ref.pool, flushed, &token, id_ref).await? {
                 return Err(Attempt::Conflict);
             }
-            decide::append(state, cmd_ctx, stream, history.expected(), &events).await?;
-            let now = ctx.now;
-            let after = ShareLink::fold(
-                history
-                    .events
-                    .iter()
-                    .map(|r| (&r.event, r.occurred_at))
-                    .chain(events.iter().map(|e| (e, now))),
-            )
-            .ok_or_else(|| Attempt::Failed(not_found("share_id", id.as_str())))?;
-            Ok::<_, Attempt>((after, token))
+            Ok(Decision {
+                stream,
+                expected: history.expected(),
+                events,
+                answer: (after, token),
+            })
         })
         .await?;
-    let created_at: DateTime<Utc> = share.created_at;
-    Ok(ShareLinkObject::new(
-        &share.created,
-        &token,
-        created_at,
-        &state.settings.public_base_url,
-    )
-    .created())
+    Ok(shares::created(shares::link_object(&state, link, &token)))
 }

@@ -11,6 +11,7 @@
 
 pub mod envelope;
 pub mod event;
+pub mod format;
 pub mod ids;
 pub mod licence;
 pub mod notice;

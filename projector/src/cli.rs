@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use events::EventStore;
-use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
+use service_kit::config::{EventStoreArgs, ServiceArgs};
 use service_kit::{server, telemetry};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -24,11 +24,9 @@ use crate::{rebuild, replay, status, subscription};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub event_store: EventStoreArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
     /// Health and metrics of the projector.
     #[arg(long, env = "PROJECTOR_ADMIN_ADDR", default_value = "127.0.0.1:8082")]
     pub admin_addr: String,
@@ -77,20 +75,16 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
-    let pool = migrations::prepare(
-        &cli.database.database_url,
-        cli.database.database_max_connections,
-    )
-    .await?;
+    let pool = cli.service.pool().await?;
     let store = events::store::open(&backend, pool.clone()).await?;
-    let namespace = cli.nats.namespace(&cli.database);
+    let namespace = cli.service.namespace();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let settings = subscription::Settings {
                 batch_size: cli.batch_size as usize,
                 poll: Duration::from_millis(cli.poll_ms),
             };
-            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            let notifier = Notifier::start(&cli.service.nats.nats_url, &namespace).await;
             serve(pool, store, notifier, settings, &cli.admin_addr).await
         }
         Command::Rebuild {
@@ -102,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fresh,
                 progress: std::io::stderr().is_terminal(),
             };
-            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            let notifier = Notifier::start(&cli.service.nats.nats_url, &namespace).await;
             let summary = rebuild::run(&pool, store, Some(&notifier), &settings).await?;
             notifier.close(Duration::from_secs(2)).await;
             println!("{summary}");

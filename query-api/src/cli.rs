@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use service_kit::config::{DatabaseArgs, NatsArgs};
+use service_kit::config::ServiceArgs;
 use service_kit::{server, telemetry};
 
 use crate::app::{App, Settings};
@@ -19,9 +19,7 @@ use crate::app::{App, Settings};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub query: QueryArgs,
     #[command(subcommand)]
@@ -111,8 +109,8 @@ impl Cli {
             trusted_proxies: q.trusted_proxies.clone(),
             cache_enabled: !q.resolve_cache_disabled,
             audit_enabled: true,
-            nats_url: self.nats.nats_url.clone(),
-            notice_namespace: self.nats.namespace(&self.database),
+            nats_url: self.service.nats.nats_url.clone(),
+            notice_namespace: self.service.namespace(),
             stats_flush_every: Duration::from_secs(2),
             password_check_workers: q.password_check_workers,
         }
@@ -123,17 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Audit {
             command: AuditCommand::Tail { from_start, limit },
-        }) => crate::audit::tail::run(&cli.nats.nats_url, *from_start, *limit).await,
+        }) => crate::audit::tail::run(&cli.service.nats.nats_url, *from_start, *limit).await,
         None | Some(Command::Serve) => serve(&cli).await,
     }
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let pool = migrations::prepare(
-        &cli.database.database_url,
-        cli.database.database_max_connections,
-    )
-    .await?;
+    let pool = cli.service.pool().await?;
     let app = App::start(cli.settings(), pool.clone()).await?;
 
     let ready = server::ready_check(move || {

@@ -3,6 +3,39 @@
 
 use clap::Args;
 use events::store::Backend;
+use sqlx::PgPool;
+
+/// What every process is configured with: its PostgreSQL database and its NATS server(s).
+/// Each binary flattens this one struct into its own arguments.
+#[derive(Args, Clone, Debug)]
+pub struct ServiceArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+impl ServiceArgs {
+    /// The database, created and migrated if needed, as a pool of the configured size.
+    pub async fn pool(&self) -> Result<PgPool, migrations::PrepareError> {
+        migrations::prepare(
+            &self.database.database_url,
+            self.database.database_max_connections,
+        )
+        .await
+    }
+
+    /// The namespace of this stack's change notices: `NOTICE_NAMESPACE`, else the database's
+    /// name, so stacks that share a NATS server never hear each other.
+    pub fn namespace(&self) -> String {
+        self.nats
+            .notice_namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| migrations::database_name(&self.database.database_url))
+            .unwrap_or_else(|| "music_share".to_owned())
+    }
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseArgs {
@@ -22,16 +55,6 @@ pub struct NatsArgs {
     /// share a NATS server never hear each other.
     #[arg(long, env = "NOTICE_NAMESPACE")]
     pub notice_namespace: Option<String>,
-}
-
-impl NatsArgs {
-    pub fn namespace(&self, database: &DatabaseArgs) -> String {
-        self.notice_namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| migrations::database_name(&database.database_url))
-            .unwrap_or_else(|| "music_share".to_owned())
-    }
 }
 
 #[derive(Args, Clone, Debug)]

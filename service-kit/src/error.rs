@@ -6,7 +6,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -351,7 +351,7 @@ impl ApiError {
                 status: e.status.as_u16(),
                 details: e.details.clone(),
                 trace_id: current_request_id().unwrap_or_else(crate::request_id::generate),
-                timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                timestamp: events::format::rfc3339(Utc::now()),
             },
         }
     }

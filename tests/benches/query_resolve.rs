@@ -8,9 +8,6 @@
 //! Change-notice latencies (create→first 200, revoke→first 404) need the command API and the
 //! projector, and are measured by `stack_latency` when those are present.
 
-#[path = "../tests/query_fixture/mod.rs"]
-mod query_fixture;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,9 +17,10 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use query_api::{App, Settings};
-use query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use tests::nats::PrivateNats;
 use tests::process::{Bin, Service};
+use tests::query::{audio_bytes, QueryEnv, ShareOpts, SIGNING_KEYS};
+use tests::stack::{upload_via_api, ORG, USER};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -65,7 +63,7 @@ async fn run() {
         media_dir: q.media_dir(),
         audit_spool_dir: q.dir.path().join(format!("spool-{cache}-{audit}")),
         audit_spool_max_bytes: 1 << 30,
-        playback_signing_keys: Some(query_fixture::SIGNING_KEYS.to_owned()),
+        playback_signing_keys: Some(SIGNING_KEYS.to_owned()),
         playback_url_ttl: Duration::from_secs(300),
         resolve_rate_per_minute: 1_000_000_000,
         resolve_burst: 1_000_000_000,
@@ -406,14 +404,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         .env
         .run(
             Bin::CommandApi,
-            &[
-                "admin",
-                "create-key",
-                "--user",
-                query_fixture::USER,
-                "--org",
-                query_fixture::ORG,
-            ],
+            &["admin", "create-key", "--user", USER, "--org", ORG],
         )
         .await;
     let key = String::from_utf8_lossy(&created_key.stdout)
@@ -422,11 +413,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
     let probe = if created_key.status.success() {
         stack
             .http
-            .post(
-                stack
-                    .command
-                    .url(&format!("/v1/music/{}/tracks", query_fixture::ORG)),
-            )
+            .post(stack.command.url(&format!("/v1/music/{}/tracks", ORG)))
             .header("x-api-key", &key)
             .send()
             .await
@@ -446,17 +433,13 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         );
         return;
     }
-    let track = query_fixture::upload_via_api(&stack, &key).await;
+    let track = upload_via_api(&stack, &key).await;
     let apis = [&stack.query, &second];
     let (mut created, mut revoked) = (Vec::new(), Vec::new());
     for i in 0..200 {
-        let link = query_fixture::share_via_api(
-            &stack,
-            &key,
-            &format!("tracks/{track}"),
-            serde_json::json!({}),
-        )
-        .await;
+        let link = stack
+            .share(&key, &format!("tracks/{track}"), serde_json::json!({}))
+            .await;
         let token = link["token"].as_str().expect("token").to_owned();
         let id = link["id"].as_str().expect("id").to_owned();
         let api = apis[i % 2];
@@ -467,11 +450,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         let _ = first_status(&stack, other, &token).await;
         let response = stack
             .http
-            .delete(
-                stack
-                    .command
-                    .url(&format!("/v1/music/{}/share/{id}", query_fixture::ORG)),
-            )
+            .delete(stack.command.url(&format!("/v1/music/{}/share/{id}", ORG)))
             .header("x-api-key", &key)
             .send()
             .await
