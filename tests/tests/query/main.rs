@@ -10,6 +10,7 @@ mod query_fixture;
 mod audit;
 mod e2e;
 mod limits;
+mod link_management;
 mod media;
 mod page;
 mod resolve;
