@@ -11,6 +11,7 @@ mod audit;
 mod e2e;
 mod limits;
 mod link_management;
+mod link_previews;
 mod media;
 mod page;
 mod resolve;
