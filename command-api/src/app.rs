@@ -1,10 +1,11 @@
-//! The HTTP application: state and routes.
+//! The HTTP application: state, routes, and the lifecycle of a running instance ([`App`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
+use events::EventStore;
 use service_kit::auth::ApiKeys;
 use service_kit::openapi;
 use service_kit::server::{self, ReadyCheck};
@@ -14,6 +15,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::read_your_writes::ProjectorProgress;
 use crate::runner::Runner;
 use crate::{collections, library, share_settings, shares, tracks};
 
@@ -68,14 +70,48 @@ impl FromRef<AppState> for ApiKeys {
     }
 }
 
-/// The whole application, ready to serve.
-pub fn router(state: AppState) -> Router {
-    telemetry::describe(METRICS);
-    let ready = readiness(state.clone());
-    let api = routes(upload_limit(&state.settings))
-        .with_state(state)
-        .merge(server::health_api(ready));
-    server::finish(openapi::serve(api))
+/// A running instance, with the lifecycle both APIs share: [`App::start`], [`App::router`]
+/// (served by `service_kit::server::run`), [`App::shutdown`].
+pub struct App {
+    pub state: AppState,
+}
+
+impl App {
+    /// Builds the state from what the binary opened: the database (identity tables, token
+    /// index), the event log, and the projector's progress heard on NATS (which keeps trying in
+    /// the background, so NATS being down is not an error).
+    pub async fn start(
+        settings: Settings,
+        pool: PgPool,
+        store: Arc<dyn EventStore>,
+        projector: ProjectorProgress,
+    ) -> anyhow::Result<App> {
+        telemetry::describe(METRICS);
+        let state = AppState {
+            api_keys: ApiKeys::new(pool.clone()),
+            pool,
+            runner: Runner::new(store, projector),
+            settings: Arc::new(settings),
+        };
+        Ok(App { state })
+    }
+
+    /// The whole application, ready to serve: the command routes, health, readiness, metrics and
+    /// `/openapi.json`, behind the layers every API shares.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let ready = readiness(state.clone());
+        let api = routes(upload_limit(&state.settings))
+            .with_state(state)
+            .merge(server::health_api(ready));
+        server::finish(openapi::serve(api))
+    }
+
+    /// After the server has drained: nothing of its own is left to flush (a command answers
+    /// only once its events are appended), so this only marks the end, as the query API's does.
+    pub async fn shutdown(self) {
+        tracing::info!("command-api stopped");
+    }
 }
 
 /// The command routes, each registered from its handler's OpenAPI operation (`routes!` takes

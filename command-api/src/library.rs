@@ -3,8 +3,8 @@
 //!
 //! The link is found through the command side's own token index and folded from its stream.
 //! Whether a link is over `max_views` depends on how often it was opened, which only the query
-//! side knows: this reads that one counter row (`query_side.share_usage`), read-only, and only
-//! for links that have a limit. Without a row the link has not been opened.
+//! side knows: this reads that one counter row ([`events::share_usage`]), read-only, and only
+//! for links that have a limit.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -12,15 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use events::event::TargetType;
 use events::format::rfc3339;
-use events::ids::{LibraryItemId, ShareLinkId, TrackId};
+use events::ids::{LibraryItemId, TrackId};
 use events::password::SharePassword;
 use events::share_token::{ShareToken, TokenHash};
+use events::share_usage;
 use events::StreamId;
 use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
-use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -168,18 +168,8 @@ async fn load_link(
         None => None,
     };
     let views_used = match share.as_ref().and_then(|s| s.facts.max_views) {
-        Some(_) => views_used(&state.pool, &share_id).await?,
+        Some(_) => share_usage::views_taken(&state.pool, share_id.as_str()).await?,
         None => 0,
     };
     Ok((share, track, views_used))
-}
-
-/// Successful resolves so far of a link with a view limit (see the module docs).
-async fn views_used(pool: &PgPool, share_id: &ShareLinkId) -> Result<u64, sqlx::Error> {
-    let used: Option<i64> =
-        sqlx::query_scalar("SELECT used FROM query_side.share_usage WHERE share_id = $1")
-            .bind(share_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    Ok(used.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }

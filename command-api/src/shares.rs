@@ -87,9 +87,6 @@ enum ShareResponses {
     /// Malformed JSON, or a `Content-Type` other than JSON.
     #[response(status = 400)]
     BadRequest(ErrorEnvelope),
-    /// No API key, or an unknown one.
-    #[response(status = 401)]
-    Unauthenticated(ErrorEnvelope),
     /// No such live track or collection of the caller's (the one the path names).
     #[response(status = 404)]
     NotFound(ErrorEnvelope),
@@ -104,66 +101,64 @@ enum ShareResponses {
     Unavailable(ErrorEnvelope),
 }
 
-// The body: a `ref`, not `Option<ShareRequest>`: it is optional, but `null` is not a body.
-/// Share a track: a new link, its raw token shown this once. The track's creator only.
-#[utoipa::path(
-    post,
-    path = "/v1/music/{org}/tracks/{track_id}/share",
-    operation_id = "share_track",
-    tag = "shares",
-    params(docs::Org, docs::Track),
-    request_body(
-        content = ref("#/components/schemas/ShareRequest"),
-        content_type = "application/json",
-        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
-    ),
-    responses(ShareResponses),
-    security(("api_key" = []), ("bearer" = [])),
-)]
-pub async fn share_track(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, track_id)): PathParams<(String, String)>,
-    OptionalJson(body): OptionalJson<ShareRequest>,
-) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("track_id", &track_id, TrackId::parse)?;
-    let target = ShareTarget::Track {
-        state: tracks::load(&state, &id).await?,
-        id,
+/// The two share routes differ only in their path and in what the link points at: one
+/// declaration for both, so their documentation and their handling cannot drift apart.
+macro_rules! share_route {
+    ($(#[$doc:meta])* $name:ident, $path:tt, $param:path, $field:tt, $id:ident, $kind:ident, $load:path) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            operation_id = stringify!($name),
+            tag = "shares",
+            params(docs::Org, $param),
+            // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
+            request_body(
+                content = ref("#/components/schemas/ShareRequest"),
+                content_type = "application/json",
+                description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
+            ),
+            responses(ShareResponses),
+            security(("api_key" = []), ("bearer" = [])),
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: Caller,
+            PathParams((org, raw_id)): PathParams<(String, String)>,
+            OptionalJson(body): OptionalJson<ShareRequest>,
+        ) -> Result<Response, ApiError> {
+            let org = caller.member_of(&org)?;
+            let id = path_id($field, &raw_id, $id::parse)?;
+            let target = ShareTarget::$kind {
+                state: $load(&state, &id).await?,
+                id,
+            };
+            create(&state, &caller, org, target, body).await
+        }
     };
-    create(&state, &caller, org, target, body).await
 }
 
-/// Share a collection: a new link, its raw token shown this once. The collection's creator only.
-#[utoipa::path(
-    post,
-    path = "/v1/music/{org}/collections/{collection_id}/share",
-    operation_id = "share_collection",
-    tag = "shares",
-    params(docs::Org, docs::Collection),
-    request_body(
-        content = ref("#/components/schemas/ShareRequest"),
-        content_type = "application/json",
-        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
-    ),
-    responses(ShareResponses),
-    security(("api_key" = []), ("bearer" = [])),
-)]
-pub async fn share_collection(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, collection_id)): PathParams<(String, String)>,
-    OptionalJson(body): OptionalJson<ShareRequest>,
-) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
-    let target = ShareTarget::Collection {
-        state: collections::load(&state, &id).await?,
-        id,
-    };
-    create(&state, &caller, org, target, body).await
-}
+share_route!(
+    /// Share a track: a new link, its raw token shown this once. The track's creator only.
+    share_track,
+    "/v1/music/{org}/tracks/{track_id}/share",
+    docs::Track,
+    "track_id",
+    TrackId,
+    Track,
+    tracks::load
+);
+
+share_route!(
+    /// Share a collection: a new link, its raw token shown this once. The collection's creator only.
+    share_collection,
+    "/v1/music/{org}/collections/{collection_id}/share",
+    docs::Collection,
+    "collection_id",
+    CollectionId,
+    Collection,
+    collections::load
+);
 
 /// Both share routes: decide on the loaded target, then index the token and append, under a
 /// fresh id and token per attempt (a new share can only conflict on a collision).
@@ -316,7 +311,6 @@ pub async fn find_by_token(
     params(docs::Org, docs::Share),
     responses(
         (status = 200, description = "Revoked, now or before (`detail`: \"Share link revoked.\").", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
     ),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
 use service_kit::auth::ApiKeys;
+use service_kit::server;
 use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -25,9 +26,11 @@ use crate::client_ip::TrustedProxies;
 use crate::password_check::PasswordChecker;
 use crate::password_guard::PasswordGuard;
 use crate::playback::{self, PlaybackSigner};
+use crate::rate_limit::shared::RedisLimits;
 use crate::rate_limit::ResolveLimit;
 use crate::resolve::Resolver;
 use crate::stats::ViewStats;
+use crate::used_up::UsedUpLinks;
 use crate::{media, notices, resolve, shares};
 
 /// What a query-API instance reports on `/metrics`, beside the HTTP metrics every process has.
@@ -47,6 +50,10 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(
         "resolve_rate_limit_keys",
         "Client IPs the rate limiter currently remembers",
+    ),
+    Metric::gauge(
+        "rate_limit_fallback_active",
+        "1 while Redis does not answer and this instance limits alone; 0 otherwise",
     ),
     Metric::counter(
         "audit_published_total",
@@ -84,10 +91,16 @@ pub struct Settings {
     pub playback_url_ttl: Duration,
     pub resolve_rate_per_minute: u32,
     pub resolve_burst: u32,
+    /// `RATE_LIMIT_REDIS_URL`: the limits are shared through this Redis; `None`: counted alone.
+    pub rate_limit_redis_url: Option<String>,
+    /// How long a limit waits for Redis before counting alone (`RATE_LIMIT_REDIS_TIMEOUT_MS`).
+    pub rate_limit_redis_timeout: Duration,
     pub trusted_proxies: String,
     pub cache_enabled: bool,
     pub audit_enabled: bool,
     pub nats_url: String,
+    /// `AUDIT_STREAM_REPLICAS`: the audit stream's copies if this instance creates it.
+    pub audit_stream_replicas: usize,
     pub notice_namespace: String,
     pub stats_flush_every: Duration,
     /// Password checks at once, at most (0: [`PasswordChecker::default_workers`]).
@@ -112,6 +125,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub resolver: Arc<Resolver>,
     pub limit: ResolveLimit,
+    /// The Redis behind the shared limits, for other limits to share too (`None`: alone).
+    pub redis_limits: Option<RedisLimits>,
     pub trusted_proxies: Arc<TrustedProxies>,
     pub auditor: Auditor,
     pub signer: Arc<PlaybackSigner>,
@@ -132,15 +147,13 @@ impl FromRef<AppState> for ApiKeys {
 /// path and the method from `#[utoipa::path]`), so the document is the route table.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(
-            routes!(resolve::handler, resolve::submit)
-                .layer(DefaultBodyLimit::max(resolve::FORM_LIMIT)),
-        )
+        .routes(resolve::operation().layer(DefaultBodyLimit::max(resolve::FORM_LIMIT)))
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
 }
 
-/// A running instance: its state and the tasks behind it.
+/// A running instance: its state and the tasks behind it, with the lifecycle both APIs share:
+/// [`App::start`], [`App::router`] (served by `service_kit::server::run`), [`App::shutdown`].
 pub struct App {
     pub state: AppState,
     stop: CancellationToken,
@@ -156,8 +169,22 @@ impl App {
         telemetry::describe(METRICS);
         let trusted_proxies =
             TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
-        let limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)
+        let mut limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)
             .map_err(anyhow::Error::msg)?;
+        let redis_limits = match settings.rate_limit_redis_url.as_deref() {
+            Some(url) if !url.is_empty() => Some(
+                RedisLimits::new(
+                    url,
+                    &settings.notice_namespace,
+                    settings.rate_limit_redis_timeout,
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
+            _ => None,
+        };
+        if let Some(redis) = &redis_limits {
+            limit = limit.shared(redis.clone());
+        }
         let keys = playback::keys_or_dev_key(
             settings.playback_signing_keys.as_deref(),
             &settings.dev_key_file(),
@@ -166,16 +193,7 @@ impl App {
             PlaybackSigner::new(&keys, settings.playback_url_ttl, &settings.media_base_url)
                 .map_err(anyhow::Error::msg)?;
 
-        let nats = async_nats::ConnectOptions::new()
-            .name("query-api")
-            .retry_on_initial_connect()
-            // After an outage, reconnect within a second (the default backs off to 4 s): the
-            // spool waits to be delivered and the cache to hear notices again.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 * attempts.min(10) as u64)
-            })
-            .connect(settings.nats_url.as_str())
-            .await?;
+        let nats = service_kit::nats::connect("query-api", &settings.nats_url).await?;
 
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -194,7 +212,12 @@ impl App {
                 "audit spool opened"
             );
             let (tx, rx) = mpsc::channel(audit::CHANNEL_CAPACITY);
-            let publisher = Publisher::new(nats.clone(), spool, pool.clone());
+            let publisher = Publisher::new(
+                nats.clone(),
+                spool,
+                pool.clone(),
+                settings.audit_stream_replicas,
+            );
             let handle = tokio::spawn(publisher.run(rx, stop.clone()));
             (Auditor::new(tx), Some(handle))
         } else {
@@ -207,11 +230,17 @@ impl App {
                 .clone()
                 .flush_every(pool.clone(), settings.stats_flush_every),
         ));
-        tasks.push(tokio::spawn(limit.clone().sweep(Duration::from_secs(5))));
+        tasks.push(tokio::spawn(limit.clone().maintain(Duration::from_secs(5))));
 
+        let used_up = Arc::new(UsedUpLinks::shared(
+            nats.clone(),
+            &settings.notice_namespace,
+        ));
+        tasks.push(tokio::spawn(used_up.clone().listen()));
         let state = AppState {
-            resolver: Arc::new(Resolver::new(pool.clone(), cache)),
+            resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
+            redis_limits,
             trusted_proxies: Arc::new(trusted_proxies),
             auditor,
             signer: Arc::new(signer),
@@ -233,6 +262,18 @@ impl App {
         })
     }
 
+    /// The whole application, ready to serve: the query routes, health, readiness, metrics and
+    /// `/openapi.json`, behind the layers every API shares.
+    pub fn router(&self) -> Router {
+        let pool = self.state.pool.clone();
+        let ready = server::ready_check(move || {
+            let pool = pool.clone();
+            async move { server::postgres_ready(&pool).await }
+        });
+        let api = self.api().merge(server::health_api(ready));
+        server::finish(service_kit::openapi::serve(api))
+    }
+
     /// The API's own routes (without health, metrics and the shared layers).
     pub fn routes(&self) -> Router {
         self.api().into()
@@ -243,8 +284,8 @@ impl App {
         routes().with_state(self.state.clone())
     }
 
-    /// Stops the background tasks: view statistics are flushed, audit events still queued are
-    /// published or spooled.
+    /// After the server has drained, stops the background tasks: view statistics are flushed,
+    /// audit events still queued are published or spooled.
     pub async fn shutdown(mut self) {
         // The server has drained its requests, so everything they audited is in the channel;
         // told to stop, the publisher empties it (and the spool) before it returns.
@@ -263,5 +304,6 @@ impl App {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        tracing::info!("query-api stopped");
     }
 }

@@ -53,6 +53,13 @@ pub struct QueryArgs {
     pub resolve_rate_per_minute: u32,
     #[arg(long, env = "RESOLVE_BURST", default_value_t = 20)]
     pub resolve_burst: u32,
+    /// Share the rate limits with every instance through this Redis (`redis://host:6379`);
+    /// unset: each instance limits alone.
+    #[arg(long, env = "RATE_LIMIT_REDIS_URL", hide_env_values = true)]
+    pub rate_limit_redis_url: Option<String>,
+    /// How long a limit waits for Redis before this instance counts alone for a while.
+    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub rate_limit_redis_timeout_ms: u64,
     /// CIDRs whose `X-Forwarded-For` is believed, comma-separated.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
@@ -106,10 +113,13 @@ impl Cli {
             playback_url_ttl: Duration::from_secs(q.playback_url_ttl_seconds.max(1)),
             resolve_rate_per_minute: q.resolve_rate_per_minute,
             resolve_burst: q.resolve_burst,
+            rate_limit_redis_url: q.rate_limit_redis_url.clone(),
+            rate_limit_redis_timeout: Duration::from_millis(q.rate_limit_redis_timeout_ms.max(1)),
             trusted_proxies: q.trusted_proxies.clone(),
             cache_enabled: !q.resolve_cache_disabled,
             audit_enabled: true,
             nats_url: self.service.nats.nats_url.clone(),
+            audit_stream_replicas: usize::from(self.service.nats.audit_stream_replicas),
             notice_namespace: self.service.namespace(),
             stats_flush_every: Duration::from_secs(2),
             password_check_workers: q.password_check_workers,
@@ -121,24 +131,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Audit {
             command: AuditCommand::Tail { from_start, limit },
-        }) => crate::audit::tail::run(&cli.service.nats.nats_url, *from_start, *limit).await,
+        }) => {
+            let replicas = usize::from(cli.service.nats.audit_stream_replicas);
+            crate::audit::tail::run(&cli.service.nats.nats_url, replicas, *from_start, *limit).await
+        }
         None | Some(Command::Serve) => serve(&cli).await,
     }
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let pool = cli.service.pool().await?;
-    let app = App::start(cli.settings(), pool.clone()).await?;
-
-    let ready = server::ready_check(move || {
-        let pool = pool.clone();
-        async move { server::postgres_ready(&pool).await }
-    });
-    let api = app.api().merge(server::health_api(ready));
-    let router = server::finish(service_kit::openapi::serve(api));
-    let listener = server::bind(&cli.query.addr, "query-api").await?;
-    server::serve(listener, router, server::shutdown_signal()).await?;
+    let app = App::start(cli.settings(), pool).await?;
+    server::run(&cli.query.addr, "query-api", app.router()).await?;
     app.shutdown().await;
-    tracing::info!("query-api stopped");
     Ok(())
 }

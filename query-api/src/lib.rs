@@ -22,6 +22,7 @@ pub mod rate_limit;
 pub mod resolve;
 pub mod shares;
 pub mod stats;
+pub mod used_up;
 pub mod view;
 
 pub use app::{App, Settings};

@@ -20,11 +20,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::event::Visibility;
+use events::link::LinkStatus;
 use service_kit::ApiError;
 
 use crate::app::AppState;
-use crate::audit::Outcome;
-use crate::resolve::Resolution;
+use crate::resolve::{Refusal, Resolution};
 use crate::view::{ResolvedView, TrackView, UNAVAILABLE_MESSAGE};
 
 /// `og:site_name`, and the suffix of every `<title>`.
@@ -32,7 +32,7 @@ pub const SITE_NAME: &str = "Music Share";
 
 /// The heading and first line of the one page every dead link gets (the JSON message).
 pub const DEAD_HEADING: &str = "This link is no longer available";
-const DEAD_MESSAGE: &str = "This share link is no longer available.";
+const DEAD_MESSAGE: &str = events::link::DEAD_LINK_MESSAGE;
 
 /// No script at all; inline style only; media from wherever the signed URLs point; forms (the
 /// password form, "Listen") post only back to this origin.
@@ -196,28 +196,29 @@ impl Expiry {
 
 /// The page for a resolved token, with the status the JSON rendering would have.
 pub fn render(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
-    match (resolution.outcome, resolution.row()) {
-        (Outcome::Ok, Some(row)) => {
+    match resolution.refusal {
+        Some(Refusal::PasswordRequired) => return password_form(None),
+        Some(Refusal::PasswordInvalid) => {
+            return password_form(Some("That password is not correct. Please try again."))
+        }
+        Some(Refusal::TooManyGuesses(wait)) => {
+            let mut response = rate_limited(wait);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return response;
+        }
+        None => {}
+    }
+    match (resolution.status, resolution.row()) {
+        (Some(LinkStatus::Active), Some(row)) if resolution.preview => {
+            live(ResolvedView::live(row, |_| None), row.visibility, true)
+        }
+        (Some(LinkStatus::Active), Some(row)) => {
             let view = ResolvedView::live(row, |track_id| Some(app.signer.mint(track_id, now)));
             live(view, row.visibility, false)
         }
-        (Outcome::Preview, Some(row)) => {
-            live(ResolvedView::live(row, |_| None), row.visibility, true)
-        }
-        (Outcome::Unavailable, Some(row)) => removed(row.target_type.as_str()),
-        (Outcome::PasswordRequired, _) => password_form(None),
-        (Outcome::PasswordInvalid, _) => {
-            password_form(Some("That password is not correct. Please try again."))
-        }
-        (Outcome::RateLimited, _) => {
-            let mut response = rate_limited(resolution.retry_after.unwrap_or(1));
-            if let Some(wait) = resolution.retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-            }
-            response
-        }
+        (Some(LinkStatus::Unavailable), Some(row)) => removed(row.target_type.as_str()),
         _ => dead(),
     }
 }

@@ -49,8 +49,14 @@ pub struct DatabaseArgs {
 
 #[derive(Args, Clone, Debug)]
 pub struct NatsArgs {
+    /// One server, or several comma-separated (a cluster's members).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Replicas of the audit stream `MUSIC_AUDIT` when this process creates it (an existing
+    /// stream keeps its own count, reported at start).
+    #[arg(long, env = "AUDIT_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub audit_stream_replicas: u8,
     /// Subject namespace for change notices; defaults to the database's name so stacks that
     /// share a NATS server never hear each other.
     #[arg(long, env = "NOTICE_NAMESPACE")]

@@ -25,8 +25,11 @@ pub enum ErrorCode {
     ResourceNotFound,
     MethodNotAllowed,
     Conflict,
+    RequestTimeout,
     PayloadTooLarge,
+    UriTooLong,
     RangeNotSatisfiable,
+    HeadersTooLarge,
     ValidationError,
     RateLimitExceeded,
     InternalError,
@@ -44,7 +47,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UriTooLong => "URI_TOO_LONG",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
@@ -227,14 +233,15 @@ impl ApiError {
         )
     }
 
-    /// 404 for every dead share link: unknown, malformed, revoked, expired or over its limit.
-    pub fn dead_share_link() -> Self {
+    /// 404 in words of the caller's own, for a product whose one answer to several causes is
+    /// not "resource not found" (the dead share link: `events::link::DEAD_LINK_MESSAGE`).
+    pub fn not_found_saying(message: &str, system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::ResourceNotFound,
             ErrorKind::ClientError,
-            "This share link is no longer available.",
-            "Share token invalid, revoked, or expired",
+            message,
+            system_message,
         )
     }
 
@@ -245,6 +252,40 @@ impl ApiError {
             ErrorKind::ClientError,
             "This method is not allowed for this resource.",
             "The path exists but does not accept this HTTP method",
+        )
+    }
+
+    /// 408: the client stopped sending a request (its headers, or its body) part way.
+    pub fn request_timeout(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            ErrorKind::ClientError,
+            "The request took too long to arrive.",
+            system_message,
+        )
+    }
+
+    /// 414: the request target is longer than the server reads.
+    pub fn uri_too_long(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            ErrorKind::ClientError,
+            "The request address is too long.",
+            format!("The request target exceeds the limit of {limit_bytes} bytes"),
+        )
+        .with_detail("limit_bytes", limit_bytes)
+    }
+
+    /// 431: too many header fields, or too many bytes of them.
+    pub fn headers_too_large(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            ErrorKind::ClientError,
+            "The request headers are too large.",
+            system_message,
         )
     }
 

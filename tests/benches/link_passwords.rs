@@ -90,6 +90,9 @@ async fn run() {
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
         password_check_workers: 0,
+        rate_limit_redis_url: None,
+        rate_limit_redis_timeout: Duration::from_millis(100),
+        audit_stream_replicas: 1,
     };
     let server = InProcess::start(q.db.url.clone(), settings).await;
     let open_path = format!("/v1/music/shared/{open}");

@@ -67,14 +67,25 @@ async fn run() {
         playback_url_ttl: Duration::from_secs(300),
         resolve_rate_per_minute: 1_000_000_000,
         resolve_burst: 1_000_000_000,
+        rate_limit_redis_url: None,
+        rate_limit_redis_timeout: Duration::from_millis(100),
         trusted_proxies: String::new(),
         cache_enabled: cache,
         audit_enabled: audit,
         nats_url: nats.url(),
+        audit_stream_replicas: 1,
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
         password_check_workers: 0,
     };
+
+    // `cargo bench -p tests --bench query_resolve -- limiter`: the shared limiter's cost alone.
+    let only_limiter = std::env::args().skip(1).any(|a| a == "limiter");
+    limiter_cost(&mut rows, &q.db.url, &resolve_path, settings(true, true)).await;
+    if only_limiter {
+        print_table(&rows);
+        return;
+    }
 
     // Hot path against the empty handler, same process, same layers.
     let server = InProcess::start(q.db.url.clone(), settings(true, true)).await;
@@ -191,12 +202,63 @@ async fn run() {
     drop(nats);
     stack_latency(&mut rows).await;
 
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
     println!();
     println!("{:<36} {:<28} comparison", "measurement", "value");
     println!("{}", "-".repeat(100));
-    for row in &rows {
+    for row in rows {
         print_row(row);
     }
+}
+
+/// Hot resolves through the Redis limiter (one GCRA script per request on the shared Redis)
+/// against the local governor limiter, interleaved; then both at the same paced rate, for the
+/// latency the round trip adds.
+async fn limiter_cost(rows: &mut Vec<Row>, database_url: &str, resolve_path: &str, base: Settings) {
+    let mut local_settings = base.clone();
+    local_settings.audit_spool_dir = base.audit_spool_dir.with_extension("local-limit");
+    let mut redis_settings = base.clone();
+    redis_settings.audit_spool_dir = base.audit_spool_dir.with_extension("redis-limit");
+    redis_settings.rate_limit_redis_url = Some(tests::redis::shared_url());
+    let local = InProcess::start(database_url.to_owned(), local_settings).await;
+    let redis = InProcess::start(database_url.to_owned(), redis_settings).await;
+    let (mut l, mut r) = (LoadResult::default(), LoadResult::default());
+    for _ in 0..ROUNDS {
+        l.add(load(local.addr, resolve_path, None, PHASE / ROUNDS, None).await);
+        r.add(load(redis.addr, resolve_path, None, PHASE / ROUNDS, None).await);
+    }
+    record(
+        rows,
+        Row(
+            "hot resolve, Redis / local limiter".into(),
+            format!("{:.0} / {:.0} req/s", r.rps(), l.rps()),
+            format!("Redis ÷ local = {:.2} (goal ≥ 0.8)", r.rps() / l.rps()),
+        ),
+    );
+    let pace = l.rps().min(r.rps()) / 2.0;
+    let paced_local = load(local.addr, resolve_path, None, PHASE, Some(pace)).await;
+    let paced_redis = load(redis.addr, resolve_path, None, PHASE, Some(pace)).await;
+    record(
+        rows,
+        Row(
+            format!("limiter latency at {pace:.0} req/s"),
+            format!(
+                "p99 {:.2} / {:.2} ms",
+                paced_redis.percentile(0.99),
+                paced_local.percentile(0.99)
+            ),
+            format!(
+                "Redis adds p50 {:+.3} ms, p99 {:+.3} ms",
+                paced_redis.percentile(0.50) - paced_local.percentile(0.50),
+                paced_redis.percentile(0.99) - paced_local.percentile(0.99)
+            ),
+        ),
+    );
+    local.stop().await;
+    redis.stop().await;
 }
 
 /// The app on its own runtime and thread, as the binary would serve it.

@@ -1,4 +1,5 @@
-//! The test harness: real PostgreSQL databases, real NATS servers and the real service binaries.
+//! The test harness: real PostgreSQL databases, real NATS servers (one, or a cluster), real
+//! Redis and the real service binaries.
 //!
 //! One way to start, seed and call a test's world: [`app::TestApp::builder`] makes its own
 //! database, directory and environment, then starts the processes the test needs — the whole
@@ -22,10 +23,12 @@ pub mod conformance;
 pub mod db;
 pub mod log;
 pub mod nats;
+pub mod nats_cluster;
 pub mod postgres;
 pub mod process;
 pub mod query;
 pub mod read_model;
+pub mod redis;
 pub mod stack;
 
 /// A size for a heavy test: `MS_TEST_SCALE` (a fraction, default 1.0) times `full`, at least 1.

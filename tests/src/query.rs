@@ -13,8 +13,8 @@ use events::event::{
     CollectionCreated, CollectionTrackAdded, ContentRemoved, MediaFile, ShareCreated, ShareRevoked,
     TargetType, TrackImported, Visibility,
 };
-use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId, UserId};
-use events::licence::{LicenceClass, CURRENT_VERSION};
+use events::ids::{OrganizationId, TrackId, UserId};
+use events::licence::LicenceClass;
 use events::share_token::{ShareToken, TokenHash};
 use sha2::{Digest, Sha256};
 
@@ -84,21 +84,14 @@ impl QueryEnv {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("media dir");
         std::fs::write(&path, audio).expect("write media");
         TrackImported {
-            track_id: TrackId::generate(),
             organization_id: org(),
             owner_id: user(OWNER),
-            title: title.to_owned(),
-            engine: "studio".to_owned(),
-            mode: "creation".to_owned(),
-            instrumental: true,
-            licence_class: LicenceClass::CommercialEnterprise,
-            licence_version: CURRENT_VERSION.to_owned(),
-            measured_duration_ms: 120_400,
             media: MediaFile {
                 sha256: sha,
                 content_type: "audio/wav".to_owned(),
                 bytes: audio.len() as u64,
             },
+            ..crate::log::track(title, LicenceClass::CommercialEnterprise)
         }
     }
 
@@ -118,11 +111,10 @@ impl QueryEnv {
     /// The `CollectionCreated` of a collection named `name`, described "Songs for later".
     pub fn collection_event(&self, name: &str) -> CollectionCreated {
         CollectionCreated {
-            collection_id: CollectionId::generate(),
             organization_id: org(),
             owner_id: user(OWNER),
-            name: name.to_owned(),
             description: Some("Songs for later".to_owned()),
+            ..crate::log::collection(name)
         }
     }
 
@@ -194,12 +186,10 @@ impl QueryEnv {
         opts: ShareOpts,
     ) -> (String, String) {
         let token = ShareToken::generate();
-        let share_id = ShareLinkId::generate();
+        let base = crate::log::share(target_type_of(target_type), target_id);
+        let share_id = base.share_id.clone();
         let created = ShareCreated {
-            share_id: share_id.clone(),
             token_hash: token.hash(),
-            target_type: target_type_of(target_type),
-            target_id: target_id.to_owned(),
             organization_id: org(),
             owner_id: user(opts.owner.unwrap_or(OWNER)),
             visibility: match opts.visibility.unwrap_or("link_only") {
@@ -214,7 +204,7 @@ impl QueryEnv {
             password_hash: opts
                 .password
                 .map(|p| events::password::SharePassword::new(p).hash()),
-            label: None,
+            ..base
         };
         let mut at = self
             .app

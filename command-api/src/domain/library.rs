@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use events::event::{SharedTrackSaved, TargetType};
 use events::ids::{LibraryItemId, TrackId};
+use events::link::LinkStatus;
 use events::share_token::TokenHash;
 use events::MusicEvent;
 
@@ -87,12 +88,15 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
         password,
     } = command;
     let link = share
-        .filter(|s| {
-            s.facts.token_hash == presented
-                && s.facts.target_type == TargetType::Track
-                && s.is_live_at(ctx.now, views_used)
-        })
+        .filter(|s| s.facts.token_hash == presented && s.facts.target_type == TargetType::Track)
         .ok_or(Rejection::DeadLink)?;
+    let track_id = TrackId::parse(&link.facts.target_id).map_err(|_| Rejection::DeadLink)?;
+    let removed = !track.is_some_and(|t| {
+        t.imported.track_id == track_id && t.is_live_in(&link.facts.organization_id)
+    });
+    if link.status_at(ctx.now, views_used, removed) != LinkStatus::Active {
+        return Err(Rejection::DeadLink);
+    }
     // A dead link is the common 404 whatever password is sent; a live one asks for it.
     if link.facts.password_hash.is_some() {
         match password {
@@ -100,12 +104,6 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
             PasswordCheck::NotSent => return Err(Rejection::PasswordRequired),
             PasswordCheck::Wrong => return Err(Rejection::InvalidPassword),
         }
-    }
-    let track_id = TrackId::parse(&link.facts.target_id).map_err(|_| Rejection::DeadLink)?;
-    if !track.is_some_and(|t| {
-        t.imported.track_id == track_id && t.is_live_in(&link.facts.organization_id)
-    }) {
-        return Err(Rejection::DeadLink);
     }
     if library.item(&track_id).is_some() {
         return Ok(Vec::new());

@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use events::ids::UserId;
+use events::link::{DEAD_LINK_MESSAGE, DEAD_LINK_REASON};
 use events::MusicEvent;
 use service_kit::ApiError;
 
@@ -90,7 +91,7 @@ impl From<Rejection> for ApiError {
                 ApiError::forbidden(why).with_detail(field, id)
             }
             Rejection::Invalid(problems) => ApiError::validation(problems),
-            Rejection::DeadLink => ApiError::dead_share_link(),
+            Rejection::DeadLink => ApiError::not_found_saying(DEAD_LINK_MESSAGE, DEAD_LINK_REASON),
             Rejection::Revoked { share_id } => ApiError::conflict(
                 "This share link is revoked.",
                 "A revoked share link cannot be changed",

@@ -15,6 +15,7 @@ use events::event::{
     MAX_VIEWS_LIMIT,
 };
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId, UserId};
+use events::link::{judge, LinkFacts, LinkStatus};
 use events::password::{PasswordHash, SharePassword};
 use events::share_token::TokenHash;
 use events::MusicEvent;
@@ -50,16 +51,22 @@ impl ShareLink {
         &self.facts.organization_id == org && &self.facts.owner_id == actor
     }
 
-    /// Whether the link opens at `now`, having been opened `views_used` times (only the query
-    /// side counts views; a link without a limit never needs the count). The command side's
-    /// one judge of a link.
-    pub fn is_live_at(&self, now: DateTime<Utc>, views_used: u64) -> bool {
-        !self.revoked
-            && self.facts.expires_at.is_none_or(|at| now < at)
-            && self
-                .facts
-                .max_views
-                .is_none_or(|max| views_used < u64::from(max))
+    /// The link's status at `now` by the one judge of a link ([`events::link::judge`]), having
+    /// been opened `views_used` times (only the query side counts views; a link without a limit
+    /// never needs the count), `content_removed` as its content's own stream says.
+    pub fn status_at(
+        &self,
+        now: DateTime<Utc>,
+        views_used: u64,
+        content_removed: bool,
+    ) -> LinkStatus {
+        let link = LinkFacts {
+            revoked: self.revoked,
+            expires_at: self.facts.expires_at,
+            max_views: self.facts.max_views,
+            content_removed,
+        };
+        judge(&link, views_used, now)
     }
 }
 
@@ -860,15 +867,23 @@ mod tests {
             history.extend(events);
             from_history(&given::recorded(history)).expect("a link")
         };
+        let live = |link: &ShareLink, now, views_used| {
+            link.status_at(now, views_used, false) == LinkStatus::Active
+        };
         let plain = at(|_| {}, vec![]);
-        assert!(plain.is_live_at(now(), u64::MAX));
-        assert!(!at(|_| {}, vec![revoked()]).is_live_at(now(), 0));
+        assert!(live(&plain, now(), u64::MAX));
+        assert!(!live(&at(|_| {}, vec![revoked()]), now(), 0));
         let expiring = at(|c| c.expires_at = Some(now()), vec![]);
-        assert!(expiring.is_live_at(now() - Duration::seconds(1), 0));
-        assert!(!expiring.is_live_at(now(), 0), "dead at its expiry instant");
+        assert!(live(&expiring, now() - Duration::seconds(1), 0));
+        assert!(!live(&expiring, now(), 0), "dead at its expiry instant");
         let limited = at(|c| c.max_views = Some(2), vec![]);
-        assert!(limited.is_live_at(now(), 1));
-        assert!(!limited.is_live_at(now(), 2));
+        assert!(live(&limited, now(), 1));
+        assert!(!live(&limited, now(), 2));
+        assert_eq!(
+            plain.status_at(now(), 0, true),
+            LinkStatus::Unavailable,
+            "its content removed"
+        );
         assert_eq!(plain.created_at, given::earlier());
     }
 
@@ -980,7 +995,7 @@ mod tests {
             changed(|c| c.expires_at = Some(Some(now() + Duration::days(1)))),
         ]);
         let link = from_history(&history).expect("a link");
-        assert!(link.is_live_at(now(), 0));
+        assert_eq!(link.status_at(now(), 0, false), LinkStatus::Active);
         assert_eq!(link.updated_at, history[1].occurred_at);
     }
 
@@ -991,9 +1006,9 @@ mod tests {
             changed(|c| c.max_views = Some(Some(2))),
         ]);
         let link = from_history(&history).expect("a link");
-        assert!(!link.is_live_at(now(), 3));
-        assert!(!link.is_live_at(now(), 2));
-        assert!(link.is_live_at(now(), 1));
+        assert_eq!(link.status_at(now(), 3, false), LinkStatus::OverLimit);
+        assert_eq!(link.status_at(now(), 2, false), LinkStatus::OverLimit);
+        assert_eq!(link.status_at(now(), 1, false), LinkStatus::Active);
     }
 
     #[test]

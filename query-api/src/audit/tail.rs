@@ -12,12 +12,19 @@ use futures::StreamExt;
 use super::publisher::ensure_stream;
 use super::SUBJECT;
 
-pub async fn run(nats_url: &str, from_start: bool, limit: Option<u64>) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats_url)
+pub async fn run(
+    nats_url: &str,
+    replicas: usize,
+    from_start: bool,
+    limit: Option<u64>,
+) -> anyhow::Result<()> {
+    let servers = service_kit::nats::servers(nats_url).map_err(anyhow::Error::msg)?;
+    let client = service_kit::nats::options("query-api audit tail")
+        .connect(servers)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach NATS at {nats_url}: {e}"))?;
     let js = jetstream::new(client.clone());
-    ensure_stream(&js).await?;
+    ensure_stream(&js, replicas).await?;
     let stream = js.get_stream(super::STREAM).await?;
     let consumer = stream
         .create_consumer(push::OrderedConfig {
