@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::read_your_writes::ProjectorProgress;
 use crate::runner::Runner;
-use crate::{collections, library, shares, tracks};
+use crate::{collections, library, share_settings, shares, tracks};
 
 /// What the command API reports on `/metrics`, beside the HTTP metrics every process has.
 pub const METRICS: &[Metric] = &[
@@ -127,7 +127,8 @@ pub fn routes(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(collections::remove_track))
         .routes(routes!(collections::reorder))
         .routes(routes!(shares::share_collection))
-        .routes(routes!(shares::revoke))
+        .routes(routes!(shares::revoke, share_settings::change_settings))
+        .routes(routes!(share_settings::rotate))
         .routes(routes!(library::save))
 }
 

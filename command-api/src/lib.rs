@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod params;
 pub mod read_your_writes;
 pub mod runner;
+pub mod share_settings;
 pub mod shares;
 pub mod text;
 pub mod tracks;

@@ -14,6 +14,7 @@ use axum::Json;
 use events::event::{TargetType, Visibility};
 use events::format::rfc3339;
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
+use events::password::{PasswordHash, SharePassword};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, StreamId};
 use serde::Serialize;
@@ -65,6 +66,11 @@ pub struct ShareLinkObject {
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
 }
 
 /// What both share routes answer, for their OpenAPI operations (the handlers answer
@@ -163,9 +169,14 @@ async fn create(
     target: ShareTarget,
     body: ShareRequest,
 ) -> Result<Response, ApiError> {
+    let password_hash = match body.settable_password() {
+        Some(password) => Some(hash_password(password).await?),
+        None => None,
+    };
     let ctx = CommandContext::new(caller);
     let decider = ctx.decider();
     let (org, target, body, decider, ctx_ref) = (&org, &target, &body, &decider, &ctx);
+    let password_hash = &password_hash;
     let (link, token) = state
         .runner
         .new_stream(&ctx, move || async move {
@@ -176,6 +187,7 @@ async fn create(
                 share_id: ShareLinkId::generate(),
                 token_hash: token.hash(),
                 body: body.clone(),
+                password_hash: password_hash.clone(),
             };
             let share_id = command.share_id.clone();
             // Decided before the token is indexed: a refused command writes nothing.
@@ -200,16 +212,28 @@ async fn create(
             })
         })
         .await?;
-    let mut response =
-        (StatusCode::CREATED, Json(link_object(state, link, &token))).into_response();
-    // The body holds a secret shown once: no cache may keep it.
+    Ok(created(link_object(state, link, &token)))
+}
+
+/// `201` with `Cache-Control: no-store`: the body holds a secret shown once.
+pub fn created(link: ShareLinkObject) -> Response {
+    let mut response = (StatusCode::CREATED, Json(link)).into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }
 
-fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
+/// Hashes an owner's new password on a blocking thread: Argon2id takes tens of milliseconds
+/// of CPU, which must not stall the executor.
+pub async fn hash_password(password: SharePassword) -> Result<PasswordHash, ApiError> {
+    tokio::task::spawn_blocking(move || password.hash())
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The link as it is now, with `token` (just drawn: creation or rotation) shown this once.
+pub fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
     let facts = link.facts;
     ShareLinkObject {
         id: facts.share_id.to_string(),
@@ -225,18 +249,22 @@ fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLi
         expires_at: facts.expires_at.map(rfc3339),
         max_views: facts.max_views,
         created_at: rfc3339(link.created_at),
+        password_protected: facts.password_hash.is_some(),
+        label: facts.label,
     }
 }
 
-/// Records which share a token's hash belongs to. `false` if the share id (or, astronomically
-/// unlikely, the hash) is taken: the caller retries with new ones.
+/// Records which share a token's hash belongs to. `false` if the hash is taken (astronomically
+/// unlikely): the caller retries with a new token. A share id drawn twice is caught by its
+/// stream's `ExpectedVersion::NoStream` instead; since a rotation adds a row per token, one
+/// share may have several rows, and its stream says which token is current.
 ///
 /// When the event log lives in this same PostgreSQL database, the row is committed without
 /// waiting for its own WAL flush: the `ShareCreated` append that follows commits synchronously,
 /// and flushing the WAL up to that commit flushes this row too, so a share whose event is durable
 /// always has its row. That halves the fsyncs a share costs. With another event store the row is
 /// flushed on its own.
-async fn index_token(
+pub async fn index_token(
     pool: &PgPool,
     flushed_by_append: bool,
     token: &ShareToken,
@@ -260,7 +288,8 @@ async fn index_token(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// The share a token's hash names in the index, if any.
+/// The share a token's hash names in the index, if any (the token may be one a rotation
+/// retired: the share's stream says which is current).
 pub async fn find_by_token(
     pool: &PgPool,
     token: &ShareToken,

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod licence;
 pub mod link;
 pub mod notice;
+pub mod password;
 pub mod share_token;
 pub mod share_usage;
 pub mod store;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
 use service_kit::auth::ApiKeys;
 use service_kit::server;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::audit::publisher::Publisher;
@@ -23,6 +23,8 @@ use crate::audit::spool::Spool;
 use crate::audit::{self, Auditor};
 use crate::cache::ResolveCache;
 use crate::client_ip::TrustedProxies;
+use crate::password_check::PasswordChecker;
+use crate::password_guard::PasswordGuard;
 use crate::playback::{self, PlaybackSigner};
 use crate::rate_limit::shared::RedisLimits;
 use crate::rate_limit::ResolveLimit;
@@ -101,6 +103,8 @@ pub struct Settings {
     pub audit_stream_replicas: usize,
     pub notice_namespace: String,
     pub stats_flush_every: Duration,
+    /// Password checks at once, at most (0: [`PasswordChecker::default_workers`]).
+    pub password_check_workers: usize,
 }
 
 impl Settings {
@@ -129,6 +133,8 @@ pub struct AppState {
     pub media_dir: Arc<PathBuf>,
     pub stats: ViewStats,
     pub api_keys: ApiKeys,
+    pub password_guard: PasswordGuard,
+    pub passwords: PasswordChecker,
 }
 
 impl FromRef<AppState> for ApiKeys {
@@ -141,7 +147,7 @@ impl FromRef<AppState> for ApiKeys {
 /// path and the method from `#[utoipa::path]`), so the document is the route table.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(resolve::operation())
+        .routes(resolve::operation().layer(DefaultBodyLimit::max(resolve::FORM_LIMIT)))
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
 }
@@ -241,6 +247,11 @@ impl App {
             media_dir: Arc::new(settings.media_dir.clone()),
             stats,
             api_keys: ApiKeys::new(pool.clone()),
+            password_guard: PasswordGuard::default(),
+            passwords: PasswordChecker::new(match settings.password_check_workers {
+                0 => PasswordChecker::default_workers(),
+                n => n,
+            }),
             pool,
         };
         Ok(App {

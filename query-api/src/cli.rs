@@ -66,6 +66,9 @@ pub struct QueryArgs {
     /// Serve every resolve from the read models (for cold measurements).
     #[arg(long, env = "RESOLVE_CACHE_DISABLED", default_value_t = false)]
     pub resolve_cache_disabled: bool,
+    /// Share-link password checks (Argon2id) run at once, at most; 0: half the cores.
+    #[arg(long, env = "PASSWORD_CHECK_WORKERS", default_value_t = 0)]
+    pub password_check_workers: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,6 +122,7 @@ impl Cli {
             audit_stream_replicas: usize::from(self.service.nats.audit_stream_replicas),
             notice_namespace: self.service.namespace(),
             stats_flush_every: Duration::from_secs(2),
+            password_check_workers: q.password_check_workers,
         }
     }
 }

@@ -15,6 +15,8 @@ pub mod media;
 pub mod notices;
 pub mod openapi;
 pub mod page;
+pub mod password_check;
+pub mod password_guard;
 pub mod playback;
 pub mod rate_limit;
 pub mod resolve;

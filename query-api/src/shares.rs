@@ -79,6 +79,15 @@ pub struct ShareListItem {
     pub last_viewed_at: Option<DateTime<Utc>>,
     /// As of the request ([`events::link::judge`]).
     pub status: LinkStatus,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
+    /// The last change of settings or token (UTC, whole seconds); `created_at` before any.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// A page of share links, newest first.
@@ -184,6 +193,8 @@ pub async fn handler(
 const LIST_SQL: &str = "\
 SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
        s.max_views, s.created_at, s.created_position, s.revoked_at, \
+       s.password_hash IS NOT NULL AS password_protected, s.label, \
+       coalesce(s.updated_at, s.created_at) AS updated_at, \
        coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
        CASE WHEN s.target_type = 'track' \
             THEN t.track_id IS NULL OR t.removed_at IS NOT NULL \
@@ -215,6 +226,9 @@ struct ListRow {
     view_count: i64,
     last_viewed_at: Option<DateTime<Utc>>,
     removed: Option<bool>,
+    password_protected: bool,
+    label: Option<String>,
+    updated_at: DateTime<Utc>,
 }
 
 impl ListRow {
@@ -238,6 +252,9 @@ impl ListRow {
             view_count: self.view_count,
             last_viewed_at: self.last_viewed_at,
             status: judge(&link, views_taken, now),
+            password_protected: self.password_protected,
+            label: self.label.clone(),
+            updated_at: Some(self.updated_at),
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct ShareRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub max_views: Option<u32>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The link's password as an Argon2id PHC string; `None`: open to anyone with the link.
+    pub password_hash: Option<events::password::PasswordHash>,
     pub content: Content,
 }
 
@@ -142,9 +144,10 @@ pub struct TrackView {
     #[schema(minimum = 0)]
     pub measured_duration_seconds: f64,
     pub instrumental: bool,
-    /// A short-lived signed URL of the audio (`GET /v1/music/media/{track_id}`).
-    #[schema(format = "uri")]
-    pub playback_url: String,
+    /// A short-lived signed URL of the audio (`GET /v1/music/media/{track_id}`); null for a
+    /// link-preview agent, which takes no view.
+    #[schema(format = "uri", required = true)]
+    pub playback_url: Option<String>,
     pub licence: LicenceView,
 }
 
@@ -185,8 +188,9 @@ impl ResolvedView {
         }
     }
 
-    /// The live view of `row`, with `playback_url` minting a fresh URL per track.
-    pub fn live(row: &ShareRow, playback_url: impl Fn(&str) -> String) -> Self {
+    /// The live view of `row`, with `playback_url` minting a fresh URL per track (or none, for
+    /// a preview).
+    pub fn live(row: &ShareRow, playback_url: impl Fn(&str) -> Option<String>) -> Self {
         let track_view = |t: &TrackFacts| TrackView {
             id: t.id.clone(),
             title: t.title.clone(),

@@ -19,9 +19,12 @@ use crate::request_id::current_request_id;
 pub enum ErrorCode {
     InvalidRequest,
     AuthenticationRequired,
+    PasswordRequired,
+    InvalidPassword,
     Forbidden,
     ResourceNotFound,
     MethodNotAllowed,
+    Conflict,
     RequestTimeout,
     PayloadTooLarge,
     UriTooLong,
@@ -38,6 +41,9 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::AuthenticationRequired => "AUTHENTICATION_REQUIRED",
+            ErrorCode::PasswordRequired => "PASSWORD_REQUIRED",
+            ErrorCode::InvalidPassword => "INVALID_PASSWORD",
+            ErrorCode::Conflict => "CONFLICT",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -167,6 +173,40 @@ impl ApiError {
             ErrorKind::AuthenticationError,
             "Authentication required. Please provide a valid API key.",
             "Missing or invalid authorization header",
+        )
+    }
+
+    /// 401 for a password-protected share link resolved without `X-Share-Password` (or the
+    /// page's form). Carries nothing of the share.
+    pub fn password_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::PasswordRequired,
+            ErrorKind::AuthenticationError,
+            "This share link is protected by a password.",
+            "Send the link's password in the X-Share-Password header",
+        )
+    }
+
+    /// 401 for a wrong share-link password.
+    pub fn invalid_password() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidPassword,
+            ErrorKind::AuthenticationError,
+            "The password is not correct.",
+            "The X-Share-Password header does not match the link's password",
+        )
+    }
+
+    /// 409: the resource is in a state that refuses the change (a revoked share link).
+    pub fn conflict(message: &str, system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            ErrorKind::ClientError,
+            message,
+            system_message,
         )
     }
 

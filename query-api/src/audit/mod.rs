@@ -43,6 +43,13 @@ pub enum Outcome {
     OverLimit,
     RateLimited,
     Forbidden,
+    /// A look that takes no view: a link-preview agent, a `HEAD`, or the read-only page of a
+    /// limited link.
+    Preview,
+    /// A protected link opened without its password.
+    PasswordRequired,
+    /// A protected link opened with a wrong password.
+    PasswordInvalid,
 }
 
 impl Outcome {

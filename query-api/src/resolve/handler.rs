@@ -7,9 +7,10 @@
 //! operation that documents (and registers) the route. Both renderings show the same
 //! [`Resolution`] under the same limit and audit, with `format` telling them apart.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::PathRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use events::event::Visibility;
 use events::link::{LinkStatus, DEAD_LINK_MESSAGE, DEAD_LINK_REASON};
+use events::password::SharePassword;
 use events::share_token::TokenHash;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
@@ -27,10 +29,11 @@ use utoipa_axum::router::UtoipaMethodRouter;
 use utoipa_axum::routes;
 
 use super::negotiate::negotiate;
-use super::resolver::{Resolution, Viewing};
+use super::resolver::{Refusal, Resolution, Viewing};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Format, Outcome};
 use crate::page;
+use crate::password_check::Check;
 use crate::view::ResolvedView;
 
 /// The resolve route's path parameter, for its OpenAPI operation.
@@ -44,6 +47,122 @@ pub struct TokenParam {
     token: String,
 }
 
+/// The header a protected link's password travels in (JSON resolve, `HEAD`).
+pub const PASSWORD_HEADER: &str = "x-share-password";
+
+/// The largest body the page's `POST` takes (a password form).
+pub const FORM_LIMIT: usize = 16 * 1024;
+
+/// Link-preview agents: a `User-Agent` containing any of these (case-insensitively) looks at a
+/// link and never takes a view (CONTRACT.md, "Views that a person took").
+const PREVIEW_AGENTS: &[&str] = &[
+    "slackbot",
+    "slack-imgproxy",
+    "discordbot",
+    "twitterbot",
+    "facebookexternalhit",
+    "whatsapp",
+    "telegrambot",
+    "linkedinbot",
+    "skypeuripreview",
+    "iframely",
+    "embedly",
+    "redditbot",
+    "mastodon",
+    "pinterest",
+];
+
+/// Whether `user_agent` is a link-preview agent's.
+pub fn is_preview_agent(user_agent: Option<&str>) -> bool {
+    let Some(user_agent) = user_agent else {
+        return false;
+    };
+    let user_agent = user_agent.to_ascii_lowercase();
+    PREVIEW_AGENTS
+        .iter()
+        .any(|agent| user_agent.contains(agent))
+}
+
+/// How a resolve request came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    Get,
+    Head,
+    /// The page's form (a password, or "Listen"): a person acting.
+    Post,
+}
+
+/// What one request asks of a link.
+struct Attempt {
+    /// A `HEAD` or a link-preview agent: takes no view, ever.
+    look_only: bool,
+    /// The HTML page's `GET`: read-only for a limited link.
+    page_get: bool,
+    password: Option<SharePassword>,
+    ip: IpAddr,
+}
+
+/// Judges the link behind `hash` for one attempt: dead, then the password gate (the guess
+/// limit first, then the check), then the view. A protected link that is dead (out of views
+/// included) answers as dead whatever password is sent; a missing or wrong password takes no
+/// view.
+async fn resolve(
+    app: &AppState,
+    hash: &TokenHash,
+    now: DateTime<Utc>,
+    attempt: Attempt,
+) -> Result<Resolution, ApiError> {
+    let record = app.resolver.record(hash).await?;
+    let done = |status, refusal, preview| Resolution {
+        status,
+        record: record.clone(),
+        refusal,
+        preview,
+    };
+    let Some(row) = record.share.as_ref() else {
+        return Ok(done(None, None, false));
+    };
+    let limited = row.max_views.is_some();
+    if let Some(password_hash) = &row.password_hash {
+        // Dead (a limited one's views peeked) before the password is asked for.
+        let status = app.resolver.judge(row, now, Viewing::Peek).await?;
+        if !matches!(status, LinkStatus::Active | LinkStatus::Unavailable) {
+            return Ok(done(Some(status), None, false));
+        }
+        if let Some(wait) = app.password_guard.blocked(attempt.ip, &row.share_id) {
+            return Ok(done(
+                Some(status),
+                Some(Refusal::TooManyGuesses(wait)),
+                false,
+            ));
+        }
+        let Some(password) = attempt.password else {
+            return Ok(done(Some(status), Some(Refusal::PasswordRequired), false));
+        };
+        match app
+            .passwords
+            .check(&row.share_id, password_hash, password)
+            .await
+        {
+            Check::Right => {}
+            Check::Wrong => {
+                app.password_guard.wrong_guess(attempt.ip, &row.share_id);
+                return Ok(done(Some(status), Some(Refusal::PasswordInvalid), false));
+            }
+            Check::Busy => {
+                return Ok(done(Some(status), Some(Refusal::TooManyGuesses(1)), false));
+            }
+        }
+    }
+    let viewing = if attempt.look_only || (attempt.page_get && limited) {
+        Viewing::Peek
+    } else {
+        Viewing::Take
+    };
+    let status = app.resolver.judge(row, now, viewing).await?;
+    Ok(done(Some(status), None, viewing == Viewing::Peek))
+}
+
 /// Open a shared link: a read-only view of the shared track or collection, with freshly signed
 /// playback URLs and truthful licence facts. Public: no API key (one sent is ignored).
 ///
@@ -52,19 +171,32 @@ pub struct TokenParam {
 /// A `link_only` share's answers, and every dead link's, also carry `X-Robots-Tag: noindex`.
 /// Every dead cause (unknown, malformed, revoked, expired, over `max_views`) is one identical
 /// 404; content the creator removed is a 200 with `available: false`.
+///
+/// A password-protected link needs `X-Share-Password` (401 `PASSWORD_REQUIRED` without it,
+/// `INVALID_PASSWORD` when wrong; the page shows a password form instead); 5 wrong passwords
+/// from one client IP for one link within 60 s refuse that IP on that link (429) until 60 s
+/// after the first. `HEAD` and link-preview agents (Slackbot, Discordbot, facebookexternalhit,
+/// …) never take a view of a limited link: previews get `playback_url: null`. The HTML page of
+/// a limited link is read-only on `GET` (a "Listen" button POSTs to this URL and takes the view).
 #[utoipa::path(
     get,
     path = "/v1/music/shared/{token}",
     operation_id = "resolve_share",
     tag = "resolve",
-    params(TokenParam),
+    params(
+        TokenParam,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one."),
+    ),
     // Every answer's headers (`finish_headers`) are documented by `operation`, not per response.
     responses(
-        (status = 200, description = "The resolved view (or `available: false` when the content was removed).",
+        (status = 200, description = "The resolved view (or `available: false` when the content was removed); for a link-preview agent, `playback_url` is null. The HTML page of a limited link is read-only (no player).",
             content((ResolvedView = "application/json"), (String = "text/html"))),
+        (status = 401, description = "A protected link: `X-Share-Password` missing (`PASSWORD_REQUIRED`) or wrong (`INVALID_PASSWORD`); the page shows a password form. Nothing of the share.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html"))),
         (status = 404, description = "A dead link: \"This share link is no longer available.\"",
             content((ErrorEnvelope = "application/json"), (String = "text/html"))),
-        (status = 429, description = "This client IP's resolve limit is spent; retry after `Retry-After` seconds.",
+        (status = 429, description = "This client IP's resolve limit is spent, or its password guesses on this link; retry after `Retry-After` seconds.",
             content((ErrorEnvelope = "application/json"), (String = "text/html"))),
         (status = 503, description = "The database is down.", body = ErrorEnvelope),
     ),
@@ -76,12 +208,90 @@ pub async fn handler(
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let now = Utc::now();
-    let viewing = if method == Method::HEAD {
-        Viewing::Peek
+    let password = header_password(&headers);
+    let asked = if method == Method::HEAD {
+        Asked::Head
     } else {
-        Viewing::Take
+        Asked::Get
     };
+    respond(app, peer, asked, headers, token, password).await
+}
+
+/// A person acting on the share page: its password form (`password=…`) or its "Listen" button.
+/// Takes one view of a limited link and answers the page with the player (or the JSON view, if
+/// `Accept` prefers JSON), under the same rate limit, password rules and audit as `GET`.
+#[utoipa::path(
+    post,
+    path = "/v1/music/shared/{token}",
+    operation_id = "open_share",
+    tag = "resolve",
+    params(
+        TokenParam,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one and the form does not carry it."),
+    ),
+    request_body(content = PasswordForm, content_type = "application/x-www-form-urlencoded",
+        description = "The page's form: `password` for a protected link, nothing for \"Listen\"."),
+    responses(
+        (status = 200, description = "The view, with its playback URLs: one view taken.",
+            content((ResolvedView = "application/json"), (String = "text/html"))),
+        (status = 401, description = "A protected link: no password (`PASSWORD_REQUIRED`) or a wrong one (`INVALID_PASSWORD`); the page shows the form again.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html"))),
+        (status = 404, description = "A dead link: \"This share link is no longer available.\"",
+            content((ErrorEnvelope = "application/json"), (String = "text/html"))),
+        (status = 413, description = "The form is larger than 16 KiB.", body = ErrorEnvelope),
+        (status = 429, description = "This client IP's resolve limit is spent, or its password guesses on this link; retry after `Retry-After` seconds.",
+            content((ErrorEnvelope = "application/json"), (String = "text/html"))),
+        (status = 503, description = "The database is down.", body = ErrorEnvelope),
+    ),
+)]
+pub async fn submit(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::payload_too_large(FORM_LIMIT as u64).into_response()
+        }
+        Err(_) => Bytes::new(),
+    };
+    // A form that does not parse carries no password: the answer says one is required.
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let password = form
+        .into_iter()
+        .find(|(name, _)| name == "password")
+        .map(|(_, value)| SharePassword::new(value))
+        .or_else(|| header_password(&headers));
+    respond(app, peer, Asked::Post, headers, token, password).await
+}
+
+/// The page's form, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PasswordForm {
+    /// The link's password (a protected link); absent for "Listen".
+    password: Option<String>,
+}
+
+fn header_password(headers: &HeaderMap) -> Option<SharePassword> {
+    headers
+        .get(PASSWORD_HEADER)
+        .map(|v| SharePassword::new(String::from_utf8_lossy(v.as_bytes())))
+}
+
+async fn respond(
+    app: AppState,
+    peer: SocketAddr,
+    asked: Asked,
+    headers: HeaderMap,
+    token: Result<Path<String>, PathRejection>,
+    password: Option<SharePassword>,
+) -> Response {
+    let now = Utc::now();
     let ip = app.trusted_proxies.client_ip(peer.ip(), &headers);
     let user_agent = headers
         .get(header::USER_AGENT)
@@ -110,7 +320,13 @@ pub async fn handler(
         return response;
     }
 
-    let resolution = match app.resolver.resolve(&hash, now, viewing).await {
+    let attempt = Attempt {
+        look_only: asked == Asked::Head || is_preview_agent(user_agent),
+        page_get: asked == Asked::Get && format == Format::Html,
+        password,
+        ip,
+    };
+    let resolution = match resolve(&app, &hash, now, attempt).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(status = e.status().as_u16(), "resolve failed");
@@ -123,13 +339,13 @@ pub async fn handler(
         }
     };
     let row = resolution.row();
-    app.auditor
-        .record(audit(Outcome::of_link(resolution.status)).target(
-            row.map(|r| r.share_id.as_str()),
-            row.map(|r| r.target_type.as_str()),
-            row.map(|r| r.target_id.as_str()),
-        ));
-    if resolution.status == Some(LinkStatus::Active) && viewing == Viewing::Take {
+    let outcome = resolution.outcome();
+    app.auditor.record(audit(outcome).target(
+        row.map(|r| r.share_id.as_str()),
+        row.map(|r| r.target_type.as_str()),
+        row.map(|r| r.target_id.as_str()),
+    ));
+    if outcome == Outcome::Ok {
         if let Some(row) = row {
             app.stats.record(&row.share_id, now);
         }
@@ -138,9 +354,10 @@ pub async fn handler(
         Format::Html => page::render(&app, &resolution, now),
         Format::Json | Format::Media => render_json(&app, &resolution, now),
     };
-    let visibility = match resolution.status {
-        Some(LinkStatus::Active | LinkStatus::Unavailable) => row.map(|r| r.visibility),
-        // Identical for every dead cause, so headers cannot tell them apart either.
+    let visibility = match outcome {
+        Outcome::Ok | Outcome::Unavailable | Outcome::Preview => row.map(|r| r.visibility),
+        // Identical for every dead cause, so headers cannot tell them apart either; a
+        // protected link's refusals show nothing of it, its visibility included.
         _ => Some(Visibility::LinkOnly),
     };
     finish_headers(&mut response, &limit, visibility);
@@ -150,11 +367,12 @@ pub async fn handler(
 /// The resolve route with its OpenAPI operation, every response of which documents the headers
 /// [`finish_headers`] writes on every answer (one list here instead of one per response).
 pub fn operation() -> UtoipaMethodRouter<AppState> {
-    let (schemas, mut paths, router) = routes!(handler);
+    let (schemas, mut paths, router) = routes!(handler, submit);
     let operations = paths
         .paths
         .values_mut()
-        .filter_map(|item| item.get.as_mut());
+        .flat_map(|item| [item.get.as_mut(), item.post.as_mut()])
+        .flatten();
     for operation in operations {
         for (status, response) in operation.responses.responses.iter_mut() {
             let RefOr::T(response) = response else {
@@ -192,9 +410,18 @@ pub fn operation() -> UtoipaMethodRouter<AppState> {
 
 /// The JSON rendering: the source page's shape, or the one dead-link envelope.
 pub fn render_json(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
+    match resolution.refusal {
+        Some(Refusal::PasswordRequired) => return ApiError::password_required().into_response(),
+        Some(Refusal::PasswordInvalid) => return ApiError::invalid_password().into_response(),
+        Some(Refusal::TooManyGuesses(wait)) => return ApiError::rate_limited(wait).into_response(),
+        None => {}
+    }
     match (resolution.status, resolution.row()) {
+        (Some(LinkStatus::Active), Some(row)) if resolution.preview => {
+            (StatusCode::OK, Json(ResolvedView::live(row, |_| None))).into_response()
+        }
         (Some(LinkStatus::Active), Some(row)) => {
-            let view = ResolvedView::live(row, |track_id| app.signer.mint(track_id, now));
+            let view = ResolvedView::live(row, |track_id| Some(app.signer.mint(track_id, now)));
             (StatusCode::OK, Json(view)).into_response()
         }
         (Some(LinkStatus::Unavailable), Some(row)) => (
@@ -216,6 +443,8 @@ fn finish_headers(
     limit: &crate::rate_limit::Decision,
     visibility: Option<Visibility>,
 ) {
+    // The password-guess limit's wait, when it refused (the resolve limit allowed).
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The same URL answers JSON or HTML by `Accept`; a shared cache must keep them apart.
@@ -224,4 +453,7 @@ fn finish_headers(
         headers.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     }
     limit.write_headers(headers);
+    if let Some(retry_after) = retry_after {
+        headers.insert(header::RETRY_AFTER, retry_after);
+    }
 }

@@ -24,6 +24,9 @@ pub mod negotiate;
 pub mod record;
 pub mod resolver;
 
-pub use handler::{dead_link, handler, operation, render_json, TokenParam};
+pub use handler::{
+    dead_link, handler, is_preview_agent, operation, render_json, submit, TokenParam, FORM_LIMIT,
+    PASSWORD_HEADER,
+};
 pub use negotiate::negotiate;
-pub use resolver::{Resolution, Resolver, Viewing};
+pub use resolver::{Refusal, Resolution, Resolver, Viewing};

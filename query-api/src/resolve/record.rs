@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
+use events::password::PasswordHash;
 use events::share_token::TokenHash;
 use service_kit::ApiError;
 use sqlx::types::Json;
@@ -18,7 +19,7 @@ use crate::view::{Content, ShareRecord, ShareRow, TrackFacts};
 /// statement so all of it comes from one snapshot.
 const RESOLVE_SQL: &str = "\
 SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, s.max_views, \
-       s.revoked_at, \
+       s.revoked_at, s.password_hash, \
        t.track_id, t.title, t.engine, t.mode, t.measured_duration_ms, t.instrumental, \
        t.licence_class, t.licence_version, t.commercial_use, t.requires_attribution, \
        t.removed_at AS track_removed_at, \
@@ -52,6 +53,7 @@ struct ResolveRow {
     expires_at: Option<DateTime<Utc>>,
     max_views: Option<i32>,
     revoked_at: Option<DateTime<Utc>>,
+    password_hash: Option<String>,
     #[sqlx(flatten)]
     track: TrackColumns,
     track_removed_at: Option<DateTime<Utc>>,
@@ -145,6 +147,7 @@ impl ResolveRow {
                 expires_at: self.expires_at,
                 max_views: self.max_views.map(|m| m.max(0) as u32),
                 revoked_at: self.revoked_at,
+                password_hash: self.password_hash.map(PasswordHash::from_phc),
                 content,
             }),
         })

@@ -15,6 +15,7 @@ use service_kit::ApiError;
 use sqlx::PgPool;
 
 use super::record;
+use crate::audit::Outcome;
 use crate::cache::ResolveCache;
 use crate::used_up::UsedUpLinks;
 use crate::view::{ShareRecord, ShareRow};
@@ -31,10 +32,20 @@ pub struct Resolver {
 /// Whether a resolve counts as a view of a limited link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Viewing {
-    /// A `GET`: takes one view.
+    /// A person opening the link (a JSON `GET`, the page's `POST`): takes one view.
     Take,
-    /// A `HEAD` (link checkers, preview probes): tells whether a view is left, takes none.
+    /// A look that takes none (a `HEAD`, a link-preview agent, the read-only `GET` page of a
+    /// limited link): tells whether a view is left, and is audited as `preview`.
     Peek,
+}
+
+/// Why a protected link's content was not shown although the link is not dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    PasswordRequired,
+    PasswordInvalid,
+    /// The password-guess limit (or a full verification queue): retry after these seconds.
+    TooManyGuesses(u64),
 }
 
 /// What a token resolved to, before rendering.
@@ -42,11 +53,26 @@ pub struct Resolution {
     /// `None`: no share link has this token (or it is malformed).
     pub status: Option<LinkStatus>,
     pub record: Arc<ShareRecord>,
+    /// The password gate's answer, when it refused.
+    pub refusal: Option<Refusal>,
+    /// An active link looked at without taking a view (previews get no playback URL).
+    pub preview: bool,
 }
 
 impl Resolution {
     pub fn row(&self) -> Option<&ShareRow> {
         self.record.share.as_ref()
+    }
+
+    /// What the audit records for it.
+    pub fn outcome(&self) -> Outcome {
+        match self.refusal {
+            Some(Refusal::PasswordRequired) => Outcome::PasswordRequired,
+            Some(Refusal::PasswordInvalid) => Outcome::PasswordInvalid,
+            Some(Refusal::TooManyGuesses(_)) => Outcome::RateLimited,
+            None if self.preview && self.status == Some(LinkStatus::Active) => Outcome::Preview,
+            None => Outcome::of_link(self.status),
+        }
     }
 }
 
@@ -59,26 +85,17 @@ impl Resolver {
         }
     }
 
-    pub async fn resolve(
-        &self,
-        hash: &TokenHash,
-        now: DateTime<Utc>,
-        viewing: Viewing,
-    ) -> Result<Resolution, ApiError> {
-        let record = match self.cache.get(hash) {
-            Some(record) => record,
-            None => self.read(hash).await?,
-        };
-        let status = match record.share.as_ref() {
-            None => None,
-            Some(row) => Some(self.judge(row, now, viewing).await?),
-        };
-        Ok(Resolution { status, record })
+    /// The record of `hash`: from the cache, else one read-model query.
+    pub async fn record(&self, hash: &TokenHash) -> Result<Arc<ShareRecord>, ApiError> {
+        match self.cache.get(hash) {
+            Some(record) => Ok(record),
+            None => self.read(hash).await,
+        }
     }
 
     /// Judges `row` at `now`. The view count is the judge's last question and the only one that
     /// costs a round trip, so it is asked only of a link that is otherwise active and limited.
-    async fn judge(
+    pub async fn judge(
         &self,
         row: &ShareRow,
         now: DateTime<Utc>,

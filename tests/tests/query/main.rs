@@ -11,6 +11,8 @@ mod audit;
 mod e2e;
 mod judge;
 mod limits;
+mod link_management;
+mod link_previews;
 mod media;
 mod page;
 mod resolve;
