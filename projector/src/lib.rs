@@ -10,8 +10,11 @@
 //! - [`subscription`]: the catch-up loop that keeps `read_model` current;
 //! - [`decode`], [`apply`], [`batch`]: from stored events to one transaction of set-based SQL;
 //! - [`notices`]: change notices and heartbeats;
-//! - [`rebuild`], [`replay`], [`status`]: the operator commands.
+//! - [`rebuild`], [`replay`], [`status`]: the operator commands;
+//! - [`analytics`]: a second fold, of the audit stream into per-link statistics (schema
+//!   `analytics`, never touched by a rebuild of the read models).
 
+pub mod analytics;
 pub mod apply;
 pub mod batch;
 pub mod cli;

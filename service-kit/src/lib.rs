@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dev_secret;
 pub mod error;
 pub mod json;
 pub mod openapi;
