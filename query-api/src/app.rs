@@ -129,6 +129,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resolve::handler))
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
+        .routes(routes!(crate::analytics::handler))
 }
 
 /// A running instance: its state and the tasks behind it.
