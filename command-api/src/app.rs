@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
-use events::EventStore;
 use service_kit::auth::ApiKeys;
 use service_kit::openapi;
 use service_kit::server::{self, ReadyCheck};
@@ -15,7 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use crate::read_your_writes::ProjectorProgress;
+use crate::runner::Runner;
 use crate::{collections, library, shares, tracks};
 
 /// What the command API reports on `/metrics`, beside the HTTP metrics every process has.
@@ -43,11 +42,10 @@ pub const METRICS: &[Metric] = &[
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub store: Arc<dyn EventStore>,
+    /// The event store, behind the load–decide–append loop every command runs.
+    pub runner: Runner,
     pub api_keys: ApiKeys,
     pub settings: Arc<Settings>,
-    pub projector: ProjectorProgress,
-    pub stream_locks: crate::decide::StreamLocks,
 }
 
 /// The command API's own configuration (see `cli`).
@@ -114,7 +112,8 @@ fn readiness(state: AppState) -> ReadyCheck {
         async move {
             server::postgres_ready(&state.pool).await?;
             state
-                .store
+                .runner
+                .store()
                 .head()
                 .await
                 .map_err(|_| "event store".to_owned())?;

@@ -13,6 +13,7 @@ use service_kit::{server, telemetry};
 use crate::app::{self, AppState, Settings};
 use crate::identity;
 use crate::read_your_writes::ProjectorProgress;
+use crate::runner::Runner;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -121,10 +122,8 @@ async fn serve(
     let state = AppState {
         api_keys: service_kit::auth::ApiKeys::new(pool.clone()),
         pool,
-        store,
+        runner: Runner::new(store, projector),
         settings: Arc::new(settings),
-        projector,
-        stream_locks: Default::default(),
     };
     let listener = server::bind(&args.addr, "command-api").await?;
     server::serve(listener, app::router(state), server::shutdown_signal()).await?;

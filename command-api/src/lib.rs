@@ -1,7 +1,9 @@
 //! The command API: authenticated writes.
 //!
-//! It owns the decisions: a command loads the streams it needs from the event store, decides, and
-//! appends with the version it decided from ([`decide`]). It also owns the identity tables
+//! It owns the decisions: every rule is a pure function in [`domain`] (one file per aggregate,
+//! its given/when/then tests beside it). A handler parses the request, loads the streams the
+//! decision needs, and lets the [`runner`] decide and append with the version it decided from
+//! (again on a conflict). It also owns the identity tables
 //! ([`identity`]) and the small indexes it needs to decide (the share-token index, [`shares`]),
 //! and the media files it measured ([`audio`]). It must never read the projector's tables: the
 //! command side keeps working while the projector is down. The one exception is a single
@@ -12,13 +14,14 @@ pub mod app;
 pub mod audio;
 pub mod cli;
 pub mod collections;
-pub mod decide;
+pub mod domain;
 pub mod identity;
 pub mod library;
 pub mod media;
 pub mod openapi;
 pub mod params;
 pub mod read_your_writes;
+pub mod runner;
 pub mod shares;
 pub mod text;
 pub mod tracks;

@@ -1,12 +1,7 @@
-//! Libraries: a signed-in user saves a shared track (`POST /v1/music/shared/{token}/save`).
+//! Libraries over HTTP: a signed-in user saves a shared track
+//! (`POST /v1/music/shared/{token}/save`). The rules are in [`crate::domain::library`].
 //!
-//! A library's stream is `library-{user}`; its edges are keyed by track, so saving a track again,
-//! through any link, returns the edge already there. Only a live track share can be saved; every
-//! other case (unknown or malformed token, a collection share, revoked, expired, over its view
-//! limit, removed content) is the one dead-link 404, so this route tells a token holder nothing
-//! the public resolve would not.
-//!
-//! The share is found through the command side's own token index and decided from its stream.
+//! The link is found through the command side's own token index and folded from its stream.
 //! Whether a link is over `max_views` depends on how often it was opened, which only the query
 //! side knows: this reads that one counter row (`query_side.share_usage`), read-only, and only
 //! for links that have a limit. Without a row the link has not been opened.
@@ -15,11 +10,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use events::event::{SharedTrackSaved, TargetType};
+use events::event::TargetType;
+use events::format::rfc3339;
 use events::ids::{LibraryItemId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
-use events::{MusicEvent, StreamId};
+use events::StreamId;
 use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
@@ -28,31 +23,12 @@ use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
+use crate::domain::library::{self, LibraryCommand, LibraryItem};
+use crate::domain::share::ShareLink;
+use crate::domain::track::Track;
 use crate::params::{docs, PathParams};
+use crate::runner::CommandContext;
 use crate::{shares, tracks};
-
-/// One saved track in a library.
-#[derive(Clone, Debug)]
-pub struct LibraryItem {
-    pub saved: SharedTrackSaved,
-    pub created_at: DateTime<Utc>,
-}
-
-/// The edges of a library stream, in the order they were saved.
-pub fn items(history: &History) -> Vec<LibraryItem> {
-    history
-        .events
-        .iter()
-        .filter_map(|recorded| match &recorded.event {
-            MusicEvent::SharedTrackSaved(saved) => Some(LibraryItem {
-                saved: saved.clone(),
-                created_at: recorded.occurred_at,
-            }),
-            _ => None,
-        })
-        .collect()
-}
 
 /// A saved track in the caller's library.
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,36 +77,27 @@ pub async fn save(
     PathParams(token): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let ctx = CommandContext::new(&caller);
-    let (share_id, track_id) = live_track_share(&state, &token, ctx.now()).await?;
-    let user = ctx.actor.clone();
-    let stream = StreamId::library(&user);
-    let (state, ctx, stream, user) = (&state, &ctx, &stream, &user);
-    let (share_id, track_id) = (&share_id, &track_id);
-    let (created, item) = decide::on_stream(state, ctx, stream, move || async move {
-        let history = decide::read(state.store.as_ref(), stream).await?;
-        if let Some(existing) = items(&history)
-            .into_iter()
-            .find(|i| &i.saved.track_id == track_id)
-        {
-            return Ok((false, existing));
-        }
-        let saved = SharedTrackSaved {
-            library_item_id: LibraryItemId::generate(),
-            user_id: user.clone(),
-            track_id: track_id.clone(),
-            share_link_id: share_id.clone(),
-        };
-        let event = MusicEvent::SharedTrackSaved(saved.clone());
-        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
-        Ok::<_, Attempt>((
-            true,
-            LibraryItem {
-                saved,
-                created_at: ctx.now(),
-            },
-        ))
-    })
-    .await?;
+    let (share, track, views_used) = load_link(&state, &token).await?;
+    let decider = ctx.decider();
+    let command = |library_item_id| LibraryCommand::Save {
+        share: share.clone(),
+        track: track.clone(),
+        views_used,
+        library_item_id,
+    };
+    let (created, item) = state
+        .runner
+        .on_stream(&ctx, &StreamId::library(&decider.actor), |history| {
+            let before = library::from_history(&history.events);
+            let events = library::decide(&before, command(LibraryItemId::generate()), &decider)?;
+            let created = !events.is_empty();
+            let after = ctx.recorded(&events).iter().fold(before, library::evolve);
+            // Accepted: the link's track is saved, now or before.
+            let item = target_track(&share).and_then(|track| after.item(&track).cloned());
+            Ok((events, (created, item)))
+        })
+        .await?;
+    let item = item.ok_or_else(|| ApiError::internal("a save decided without its edge"))?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -139,40 +106,44 @@ pub async fn save(
     Ok((status, Json(item_view(&item))).into_response())
 }
 
-/// The share and track behind `raw_token`, if it is a live link to a live track.
-async fn live_track_share(
+/// The track a link points at, if it points at one.
+fn target_track(share: &Option<ShareLink>) -> Option<TrackId> {
+    share
+        .as_ref()
+        .filter(|s| s.target_type == TargetType::Track)
+        .and_then(|s| TrackId::parse(&s.target_id).ok())
+}
+
+/// What deciding a save needs from outside the library: the link `raw_token` names (if any),
+/// the track it points at, and how often a limited link was opened.
+async fn load_link(
     state: &AppState,
     raw_token: &str,
-    now: DateTime<Utc>,
-) -> Result<(ShareLinkId, TrackId), ApiError> {
-    let dead = ApiError::dead_share_link;
-    let token = ShareToken::parse(raw_token).ok_or_else(dead)?;
-    let share_id = shares::find_by_token(&state.pool, &token)
-        .await?
-        .ok_or_else(dead)?;
-    let (share, _) = shares::load(state, &share_id).await?;
-    let share = share
-        .filter(|s| s.is_live_at(now) && s.created.target_type == TargetType::Track)
-        .ok_or_else(dead)?;
-    if let Some(max_views) = share.created.max_views {
-        if views_used(&state.pool, &share_id).await? >= i64::from(max_views) {
-            return Err(dead());
-        }
-    }
-    let track_id = TrackId::parse(&share.created.target_id).map_err(|_| dead())?;
-    let (track, _) = tracks::load(state, &track_id).await?;
-    if !track.is_some_and(|t| t.is_live_in(&share.created.organization_id)) {
-        return Err(dead());
-    }
-    Ok((share_id, track_id))
+) -> Result<(Option<ShareLink>, Option<Track>, u64), ApiError> {
+    let Some(token) = ShareToken::parse(raw_token) else {
+        return Ok((None, None, 0));
+    };
+    let Some(share_id) = shares::find_by_token(&state.pool, &token).await? else {
+        return Ok((None, None, 0));
+    };
+    let share = shares::load(state, &share_id).await?;
+    let track = match target_track(&share) {
+        Some(track_id) => tracks::load(state, &track_id).await?,
+        None => None,
+    };
+    let views_used = match share.as_ref().and_then(|s| s.max_views) {
+        Some(_) => views_used(&state.pool, &share_id).await?,
+        None => 0,
+    };
+    Ok((share, track, views_used))
 }
 
 /// Successful resolves so far of a link with a view limit (see the module docs).
-async fn views_used(pool: &PgPool, share_id: &ShareLinkId) -> Result<i64, sqlx::Error> {
+async fn views_used(pool: &PgPool, share_id: &ShareLinkId) -> Result<u64, sqlx::Error> {
     let used: Option<i64> =
         sqlx::query_scalar("SELECT used FROM query_side.share_usage WHERE share_id = $1")
             .bind(share_id.as_str())
             .fetch_optional(pool)
             .await?;
-    Ok(used.unwrap_or(0))
+    Ok(used.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }

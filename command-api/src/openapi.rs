@@ -10,7 +10,7 @@ use serde_json::Value;
 use service_kit::server;
 use utoipa::OpenApi;
 
-use crate::shares::ShareRequest;
+use crate::domain::share::ShareRequest;
 
 /// The parts of the document that belong to no operation.
 #[derive(OpenApi)]

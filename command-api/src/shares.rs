@@ -11,137 +11,33 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility, MAX_VIEWS_LIMIT};
+use events::event::{TargetType, Visibility};
+use events::format::rfc3339;
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use events::share_token::ShareToken;
-use events::{ExpectedVersion, MusicEvent, StreamId};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::Value;
+use events::{ExpectedVersion, StreamId};
+use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::json::OptionalJson;
 use service_kit::server::{ack, Ack};
 use service_kit::ApiError;
 use sqlx::PgPool;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::collections;
-use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
-use crate::params::{docs, not_found, path_id, PathParams};
-use crate::tracks;
+use crate::domain::share::{
+    self, positive_integer_up_to_max_views, CreateShare, ShareCommand, ShareLink, ShareRequest,
+    ShareTarget,
+};
+use crate::params::{docs, path_id, PathParams};
+use crate::runner::{Attempt, CommandContext, Decision};
+use crate::{collections, tracks};
 
-/// `expires_in_days` above this is clamped to it.
-pub const MAX_EXPIRY_DAYS: i64 = 90;
-
-/// A share link as decided from its stream.
-#[derive(Clone, Debug)]
-pub struct ShareLink {
-    pub created: ShareCreated,
-    pub revoked: bool,
-}
-
-impl ShareLink {
-    pub fn from_history(history: &History) -> Option<ShareLink> {
-        let mut share: Option<ShareLink> = None;
-        for recorded in &history.events {
-            match &recorded.event {
-                MusicEvent::ShareCreated(created) => {
-                    share = Some(ShareLink {
-                        created: created.clone(),
-                        revoked: false,
-                    })
-                }
-                MusicEvent::ShareRevoked(_) => {
-                    if let Some(share) = &mut share {
-                        share.revoked = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        share
-    }
-
-    /// Neither revoked nor expired at `now`. (Over `max_views` is the query side's to know.)
-    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
-        !self.revoked && self.created.expires_at.is_none_or(|at| now < at)
-    }
-}
-
-pub async fn load(
-    state: &AppState,
-    id: &ShareLinkId,
-) -> Result<(Option<ShareLink>, History), ApiError> {
-    let history = decide::read(state.store.as_ref(), &StreamId::share(id)).await?;
-    Ok((ShareLink::from_history(&history), history))
-}
-
-/// The optional body of both share routes. Fields are taken as raw JSON so that every wrong one
-/// is reported, each with a reason in the contract's words; unknown fields are ignored. The two
-/// numbers are kept as their literal text: a JSON integer is a literal without fraction or
-/// exponent, of any size (a `Value` would have turned `1e21` and an integer beyond 64 bits alike
-/// into a float).
-#[derive(Default, Deserialize, ToSchema)]
-pub struct ShareRequest {
-    /// `link_only` (the default; absent or null) or `public`.
-    #[serde(default)]
-    #[schema(value_type = Option<Visibility>)]
-    visibility: Option<Value>,
-    /// Days until the link expires: a JSON integer of at least 1, clamped to 90. Absent or null:
-    /// never.
-    #[serde(default)]
-    #[schema(schema_with = positive_integer)]
-    expires_in_days: Option<Box<RawValue>>,
-    /// After this many successful resolves the link is dead: a JSON integer from 1 to
-    /// 2147483647. Absent or null: no limit.
-    #[serde(default)]
-    #[schema(schema_with = positive_integer_up_to_max_views)]
-    max_views: Option<Box<RawValue>>,
-}
-
-/// A nullable JSON integer of at least 1. No `format`: `int32`/`int64` would claim signed
-/// bounds these fields do not have.
-fn nullable_positive_integer() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
-        .minimum(Some(1))
-}
-
-fn positive_integer() -> RefOr<Schema> {
-    nullable_positive_integer().into()
-}
-
-fn positive_integer_up_to_max_views() -> RefOr<Schema> {
-    nullable_positive_integer()
-        .maximum(Some(MAX_VIEWS_LIMIT as usize))
-        .into()
-}
-
-/// What a raw JSON number field holds, read as the contract reads it.
-#[derive(Debug, PartialEq)]
-enum RawInteger {
-    /// A JSON integer of at least 1; `u64::MAX` stands for any larger one.
-    Positive(u64),
-    /// Anything else: 0, a negative, a fraction (`2.5`, `2.0`), an exponent, a string, a bool...
-    Invalid,
-}
-
-fn raw_integer(raw: &RawValue) -> RawInteger {
-    let text = raw.get().trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return RawInteger::Invalid;
-    }
-    // Digits only, and JSON allows no leading zero: it overflows only above u64::MAX.
-    match text.parse::<u64>() {
-        Ok(0) => RawInteger::Invalid,
-        Ok(n) => RawInteger::Positive(n),
-        Err(_) => RawInteger::Positive(u64::MAX),
-    }
+/// Reads a share link's stream.
+pub async fn load(state: &AppState, id: &ShareLinkId) -> Result<Option<ShareLink>, ApiError> {
+    let history = state.runner.read(&StreamId::share(id)).await?;
+    Ok(share::from_history(&history.events))
 }
 
 /// A share link at creation: the only response that ever shows its token.
@@ -169,69 +65,6 @@ pub struct ShareLinkObject {
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
     pub created_at: String,
-}
-
-/// The request, valid.
-struct ShareOptions {
-    visibility: Visibility,
-    /// Already clamped to [`MAX_EXPIRY_DAYS`]; `None`: never expires.
-    expires_in_days: Option<i64>,
-    max_views: Option<u32>,
-}
-
-impl ShareRequest {
-    fn validate(self) -> Result<ShareOptions, ApiError> {
-        let mut problems = Vec::new();
-        let visibility = match self.visibility {
-            None => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "link_only" => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "public" => Visibility::Public,
-            Some(_) => {
-                problems.push((
-                    "visibility".to_owned(),
-                    "must be \"link_only\" or \"public\"".to_owned(),
-                ));
-                Visibility::LinkOnly
-            }
-        };
-        // JSON integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any
-        // larger number of days is clamped like 91.
-        let expires_in_days = match &self.expires_in_days {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
-                RawInteger::Invalid => {
-                    problems.push((
-                        "expires_in_days".to_owned(),
-                        "must be an integer of at least 1".to_owned(),
-                    ));
-                    None
-                }
-            },
-        };
-        let max_views = match &self.max_views {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Some(n as u32),
-                _ => {
-                    problems.push((
-                        "max_views".to_owned(),
-                        format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}"),
-                    ));
-                    None
-                }
-            },
-        };
-        if problems.is_empty() {
-            Ok(ShareOptions {
-                visibility,
-                expires_in_days,
-                max_views,
-            })
-        } else {
-            Err(ApiError::validation(problems))
-        }
-    }
 }
 
 /// Share a track: a new link, its raw token shown this once. The track's creator only.
@@ -267,21 +100,11 @@ pub async fn share_track(
 ) -> Result<Response, ApiError> {
     let org = caller.member_of(&org)?;
     let id = path_id("track_id", &track_id, TrackId::parse)?;
-    let options = body.validate()?;
-    let ctx = CommandContext::new(&caller);
-    let (track, _) = tracks::load(&state, &id).await?;
-    if !track.is_some_and(|t| t.is_live_in(&org) && t.imported.owner_id == ctx.actor) {
-        return Err(not_found("track_id", id.as_str()));
-    }
-    create(
-        &state,
-        &ctx,
-        &org,
-        TargetType::Track,
-        id.to_string(),
-        options,
-    )
-    .await
+    let target = ShareTarget::Track {
+        state: tracks::load(&state, &id).await?,
+        id,
+    };
+    create(&state, &caller, org, target, body).await
 }
 
 /// Share a collection: a new link, its raw token shown this once. The collection's creator only.
@@ -317,81 +140,84 @@ pub async fn share_collection(
 ) -> Result<Response, ApiError> {
     let org = caller.member_of(&org)?;
     let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
-    let options = body.validate()?;
-    let ctx = CommandContext::new(&caller);
-    let (collection, _) = collections::load(&state, &id).await?;
-    if !collection.is_some_and(|c| c.is_owned_in(&org, &ctx)) {
-        return Err(not_found("collection_id", id.as_str()));
-    }
-    let target = id.to_string();
-    create(&state, &ctx, &org, TargetType::Collection, target, options).await
+    let target = ShareTarget::Collection {
+        state: collections::load(&state, &id).await?,
+        id,
+    };
+    create(&state, &caller, org, target, body).await
 }
 
+/// Both share routes: decide on the loaded target, then index the token and append, under a
+/// fresh id and token per attempt (a new share can only conflict on a collision).
 async fn create(
     state: &AppState,
-    ctx: &CommandContext,
-    org: &OrganizationId,
-    target_type: TargetType,
-    target_id: String,
-    options: ShareOptions,
+    caller: &Caller,
+    org: OrganizationId,
+    target: ShareTarget,
+    body: ShareRequest,
 ) -> Result<Response, ApiError> {
-    let created_at = ctx.now();
-    let expires_at = options
-        .expires_in_days
-        .map(|days| created_at + chrono::Duration::days(days));
-    let (target_id, options) = (&target_id, &options);
-    let (created, token) = decide::new_stream(state, ctx, move || async move {
-        // A fresh id and token per attempt: a new share can only conflict on a collision.
-        let token = ShareToken::generate();
-        let share_id = ShareLinkId::generate();
-        if !index_token(
-            &state.pool,
-            state.settings.index_flushed_by_append,
-            &token,
-            &share_id,
-        )
-        .await?
-        {
-            return Err(Attempt::Conflict);
-        }
-        let created = ShareCreated {
-            share_id: share_id.clone(),
-            token_hash: token.hash(),
-            target_type,
-            target_id: target_id.clone(),
-            organization_id: org.clone(),
-            owner_id: ctx.actor.clone(),
-            visibility: options.visibility,
-            expires_at,
-            max_views: options.max_views,
-        };
-        let event = MusicEvent::ShareCreated(created.clone());
-        let stream = StreamId::share(&share_id);
-        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
-        Ok((created, token))
-    })
-    .await?;
-    let body = ShareLinkObject {
-        id: created.share_id.to_string(),
+    let ctx = CommandContext::new(caller);
+    let decider = ctx.decider();
+    let (org, target, body, decider, ctx_ref) = (&org, &target, &body, &decider, &ctx);
+    let (link, token) = state
+        .runner
+        .new_stream(&ctx, move || async move {
+            let token = ShareToken::generate();
+            let command = CreateShare {
+                org: org.clone(),
+                target: target.clone(),
+                share_id: ShareLinkId::generate(),
+                token_hash: token.hash(),
+                body: body.clone(),
+            };
+            let share_id = command.share_id.clone();
+            // Decided before the token is indexed: a refused command writes nothing.
+            let events = share::decide(&None, ShareCommand::Create(command), decider)?;
+            let link = share::from_history(&ctx_ref.recorded(&events))
+                .ok_or_else(|| ApiError::internal("a share decided without ShareCreated"))?;
+            if !index_token(
+                &state.pool,
+                state.settings.index_flushed_by_append,
+                &token,
+                &share_id,
+            )
+            .await?
+            {
+                return Err(Attempt::Conflict);
+            }
+            Ok(Decision {
+                stream: StreamId::share(&share_id),
+                expected: ExpectedVersion::NoStream,
+                events,
+                answer: (link, token),
+            })
+        })
+        .await?;
+    let mut response =
+        (StatusCode::CREATED, Json(link_object(state, link, &token))).into_response();
+    // The body holds a secret shown once: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
+    ShareLinkObject {
+        id: link.share_id.to_string(),
         token: token.expose().to_owned(),
         url: format!(
             "{}/v1/music/shared/{}",
             state.settings.public_base_url,
             token.expose()
         ),
-        target_type: created.target_type,
-        target_id: created.target_id,
-        visibility: created.visibility,
-        expires_at: created.expires_at.map(rfc3339),
-        max_views: created.max_views,
-        created_at: rfc3339(created_at),
-    };
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    // The body holds a secret shown once: no cache may keep it.
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+        target_type: link.target_type,
+        target_id: link.target_id,
+        visibility: link.visibility,
+        expires_at: link.expires_at.map(rfc3339),
+        max_views: link.max_views,
+        created_at: rfc3339(link.created_at),
+    }
 }
 
 /// Records which share a token's hash belongs to. `false` if the share id (or, astronomically
@@ -462,48 +288,19 @@ pub async fn revoke(
     let org = caller.member_of(&org)?;
     let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
     let ctx = CommandContext::new(&caller);
-    let (state, ctx, org, id) = (&state, &ctx, &org, &id);
-    let stream = &StreamId::share(id);
-    decide::on_stream(state, ctx, stream, move || async move {
-        let (share, history) = load(state, id).await?;
-        let share = share
-            .filter(|s| &s.created.organization_id == org && s.created.owner_id == ctx.actor)
-            .ok_or_else(|| not_found("share_id", id.as_str()))?;
-        if share.revoked {
-            return Ok(());
-        }
-        let event = MusicEvent::ShareRevoked(ShareRevoked {
+    let (decider, command) = (
+        ctx.decider(),
+        ShareCommand::Revoke {
+            org,
             share_id: id.clone(),
-        });
-        decide::append(state, ctx, stream, history.expected(), &[event]).await?;
-        Ok::<_, Attempt>(())
-    })
-    .await?;
+        },
+    );
+    state
+        .runner
+        .on_stream(&ctx, &StreamId::share(&id), |history| {
+            let link = share::from_history(&history.events);
+            Ok((share::decide(&link, command.clone(), &decider)?, ()))
+        })
+        .await?;
     Ok(ack(StatusCode::OK, id.as_str(), "Share link revoked."))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn read(text: &str) -> RawInteger {
-        let raw: Box<RawValue> = serde_json::from_str(text).expect("JSON");
-        raw_integer(&raw)
-    }
-
-    #[test]
-    fn integers_are_literals_without_fraction_or_exponent() {
-        assert_eq!(read("1"), RawInteger::Positive(1));
-        assert_eq!(read("90"), RawInteger::Positive(90));
-        assert_eq!(read("18446744073709551615"), RawInteger::Positive(u64::MAX));
-        assert_eq!(
-            read("100000000000000000000000000000"),
-            RawInteger::Positive(u64::MAX)
-        );
-        for invalid in [
-            "0", "-1", "-0", "2.5", "2.0", "1e3", "\"3\"", "true", "{}", "[1]",
-        ] {
-            assert_eq!(read(invalid), RawInteger::Invalid, "{invalid}");
-        }
-    }
 }

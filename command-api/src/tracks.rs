@@ -13,11 +13,11 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use events::event::{ContentRemoved, MediaFile, TargetType, TrackImported};
+use events::event::MediaFile;
+use events::format::rfc3339;
 use events::ids::{OrganizationId, TrackId};
 use events::licence::{self, LicenceClass};
-use events::{ExpectedVersion, MusicEvent, StreamId};
+use events::{ExpectedVersion, StreamId};
 use futures::StreamExt;
 use serde::Serialize;
 use service_kit::auth::Caller;
@@ -28,61 +28,20 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::audio;
-use crate::decide::{self, rfc3339, Attempt, CommandContext, History};
+use crate::domain::track::{self, Audio, Track, TrackCommand, TrackForm};
 use crate::media::TempUpload;
-use crate::params::{docs, not_found, path_id, PathParams};
-use crate::text;
+use crate::params::{docs, path_id, PathParams};
+use crate::runner::{CommandContext, Decision};
 
-pub const TITLE_MAX_CHARS: usize = 512;
-/// `engine` and `mode` are short keys (`studio`, `creation`).
-pub const KEY_MAX_CHARS: usize = 64;
 /// A text field of the form larger than this is refused without reading further.
 const TEXT_FIELD_MAX_BYTES: usize = 16 * 1024;
 /// Room for the form's text fields and boundaries on top of the audio itself.
 pub const FORM_OVERHEAD_BYTES: u64 = 256 * 1024;
 
-/// A track as decided from its stream.
-#[derive(Clone, Debug)]
-pub struct Track {
-    pub imported: TrackImported,
-    pub created_at: DateTime<Utc>,
-    pub removed: bool,
-}
-
-impl Track {
-    /// Folds a track stream; `None` if it holds no `TrackImported`.
-    pub fn from_history(history: &History) -> Option<Track> {
-        let mut track: Option<Track> = None;
-        for recorded in &history.events {
-            match &recorded.event {
-                MusicEvent::TrackImported(imported) => {
-                    track = Some(Track {
-                        imported: imported.clone(),
-                        created_at: recorded.occurred_at,
-                        removed: false,
-                    })
-                }
-                MusicEvent::ContentRemoved(_) => {
-                    if let Some(track) = &mut track {
-                        track.removed = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        track
-    }
-
-    /// Live and in `org`: what every command that points at a track requires.
-    pub fn is_live_in(&self, org: &OrganizationId) -> bool {
-        !self.removed && &self.imported.organization_id == org
-    }
-}
-
 /// Reads a track's stream.
-pub async fn load(state: &AppState, id: &TrackId) -> Result<(Option<Track>, History), ApiError> {
-    let history = decide::read(state.store.as_ref(), &StreamId::track(id)).await?;
-    Ok((Track::from_history(&history), history))
+pub async fn load(state: &AppState, id: &TrackId) -> Result<Option<Track>, ApiError> {
+    let history = state.runner.read(&StreamId::track(id)).await?;
+    Ok(track::from_history(&history.events))
 }
 
 /// The multipart form of `POST /v1/music/{org}/tracks`, for the OpenAPI document only: the form
@@ -271,92 +230,81 @@ async fn discard_fields(multipart: &mut Multipart) {
     .await;
 }
 
-/// Validates the received form, measures the audio, stores it and appends `TrackImported`.
+/// Measures the audio, decides, stores the audio and appends `TrackImported`.
 async fn import_form(
     state: &AppState,
     caller: &Caller,
     org: OrganizationId,
-    form: Form,
+    mut form: Form,
 ) -> Result<Response, ApiError> {
     let ctx = CommandContext::new(caller);
-    let (fields, mut upload) = form.validate();
-    let mut problems = fields.as_ref().err().cloned().unwrap_or_default();
-
-    let measured = match &mut upload {
-        Some(upload) => {
-            let sha256 = upload.finish().await.map_err(ApiError::internal)?;
-            let path = upload.path().to_owned();
-            // The decoder runs on a blocking thread; keep it in the request's span so what it
-            // logs carries the request id.
-            let span = tracing::Span::current();
-            let measured =
-                tokio::task::spawn_blocking(move || span.in_scope(|| audio::measure(&path)))
-                    .await
-                    .unwrap_or_else(|panic| {
-                        tracing::warn!(error = %panic, "the audio decoder panicked");
-                        Err(audio::NotAudio("could not be decoded".to_owned()))
-                    });
-            match measured {
-                Ok(measured) => Some((measured, sha256, upload.bytes())),
-                Err(why) => {
-                    problems.push(("audio".to_owned(), why.0));
-                    None
-                }
-            }
-        }
-        None => {
-            problems.push(("audio".to_owned(), "is required (an audio file)".to_owned()));
-            None
-        }
+    let decider = ctx.decider();
+    let audio = match &mut form.audio {
+        None => Audio::Missing,
+        Some(upload) => measure(upload).await?,
     };
-    let (Ok(fields), Some((measured, sha256, bytes)), Some(upload)) = (fields, measured, upload)
-    else {
-        problems.sort();
-        return Err(ApiError::validation(problems));
+    let import = |track_id| TrackCommand::Import {
+        org: org.clone(),
+        track_id,
+        form: form.text.clone(),
+        audio: audio.clone(),
     };
-
-    let media = MediaFile {
-        sha256,
-        content_type: measured.content_type.to_owned(),
-        bytes,
-    };
-    let relative = media
-        .relative_path()
-        .ok_or_else(|| ApiError::internal("a SHA-256 that is not 64 hex"))?;
-    upload
-        .persist(&state.settings.media_dir.join(relative))
-        .await
-        .map_err(ApiError::internal)?;
-
-    let (ctx, org, fields, media) = (&ctx, &org, &fields, &media);
-    let duration_ms = measured.duration_ms;
-    let imported = decide::new_stream(state, ctx, move || async move {
-        // A fresh id per attempt: the only conflict a new stream can meet is an id collision.
-        let imported = TrackImported {
-            track_id: TrackId::generate(),
-            organization_id: org.clone(),
-            owner_id: ctx.actor.clone(),
-            title: fields.title.clone(),
-            engine: fields.engine.clone(),
-            mode: fields.mode.clone(),
-            instrumental: fields.instrumental,
-            licence_class: fields.licence_class,
-            licence_version: licence::CURRENT_VERSION.to_owned(),
-            measured_duration_ms: duration_ms,
-            media: media.clone(),
-        };
-        let stream = StreamId::track(&imported.track_id);
-        let event = MusicEvent::TrackImported(imported.clone());
-        decide::append(state, ctx, &stream, ExpectedVersion::NoStream, &[event]).await?;
-        Ok(imported)
-    })
-    .await?;
-    let track = Track {
-        imported,
-        created_at: ctx.now(),
-        removed: false,
-    };
+    // Decided once before the audio is kept: a refused import leaves no file.
+    track::decide(&None, import(TrackId::generate()), &decider)?;
+    if let (Audio::Measured { media, .. }, Some(upload)) = (&audio, form.audio) {
+        let relative = media
+            .relative_path()
+            .ok_or_else(|| ApiError::internal("a SHA-256 that is not 64 hex"))?;
+        upload
+            .persist(&state.settings.media_dir.join(relative))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let (import, ctx_ref, decider) = (&import, &ctx, &decider);
+    let track = state
+        .runner
+        .new_stream(&ctx, move || async move {
+            // A fresh id per attempt: the only conflict a new stream can meet is a collision.
+            let track_id = TrackId::generate();
+            let stream = StreamId::track(&track_id);
+            let events = track::decide(&None, import(track_id), decider)?;
+            let track = track::from_history(&ctx_ref.recorded(&events))
+                .ok_or_else(|| ApiError::internal("an import decided without TrackImported"))?;
+            Ok(Decision {
+                stream,
+                expected: ExpectedVersion::NoStream,
+                events,
+                answer: track,
+            })
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(track_view(&track)?)).into_response())
+}
+
+/// Decodes the received audio on a blocking thread and measures it.
+async fn measure(upload: &mut TempUpload) -> Result<Audio, ApiError> {
+    let sha256 = upload.finish().await.map_err(ApiError::internal)?;
+    let path = upload.path().to_owned();
+    // The decoder runs on a blocking thread; keep it in the request's span so what it logs
+    // carries the request id.
+    let span = tracing::Span::current();
+    let measured = tokio::task::spawn_blocking(move || span.in_scope(|| audio::measure(&path)))
+        .await
+        .unwrap_or_else(|panic| {
+            tracing::warn!(error = %panic, "the audio decoder panicked");
+            Err(audio::NotAudio("could not be decoded".to_owned()))
+        });
+    Ok(match measured {
+        Ok(measured) => Audio::Measured {
+            duration_ms: measured.duration_ms,
+            media: MediaFile {
+                sha256,
+                content_type: measured.content_type.to_owned(),
+                bytes: upload.bytes(),
+            },
+        },
+        Err(why) => Audio::Refused(why.0),
+    })
 }
 
 /// The track object of CONTRACT.md.
@@ -408,54 +356,28 @@ pub async fn remove(
     let org = caller.member_of(&org)?;
     let id = path_id("track_id", &track_id, TrackId::parse)?;
     let ctx = CommandContext::new(&caller);
-    let (state, ctx, org, id) = (&state, &ctx, &org, &id);
-    let stream = &StreamId::track(id);
-    decide::on_stream(state, ctx, stream, move || async move {
-        let (track, history) = load(state, id).await?;
-        let track = track
-            .filter(|t| t.is_live_in(org))
-            .ok_or_else(|| not_found("track_id", id.as_str()))?;
-        if track.imported.owner_id != ctx.actor {
-            return Err(
-                ApiError::forbidden("Only the track's creator may delete it")
-                    .with_detail("track_id", id.as_str())
-                    .into(),
-            );
-        }
-        let removed = MusicEvent::ContentRemoved(ContentRemoved {
-            target_type: TargetType::Track,
-            target_id: id.to_string(),
-            organization_id: org.clone(),
-        });
-        decide::append(state, ctx, stream, history.expected(), &[removed]).await?;
-        Ok::<_, Attempt>(())
-    })
-    .await?;
+    let (decider, command) = (
+        ctx.decider(),
+        TrackCommand::Remove {
+            org,
+            track_id: id.clone(),
+        },
+    );
+    state
+        .runner
+        .on_stream(&ctx, &StreamId::track(&id), |history| {
+            let track = track::from_history(&history.events);
+            Ok((track::decide(&track, command.clone(), &decider)?, ()))
+        })
+        .await?;
     Ok(ack(StatusCode::OK, id.as_str(), "Track deleted."))
 }
 
-/// Field name and why it is wrong, for a 422's `details`.
-type Problems = Vec<(String, String)>;
-
-/// The form as received: text fields as sent, the audio on disk, and what was already wrong.
+/// The form as received: its text fields, and the audio on disk.
 #[derive(Default)]
 struct Form {
-    title: Option<String>,
-    engine: Option<String>,
-    mode: Option<String>,
-    instrumental: Option<String>,
-    licence_class: Option<String>,
+    text: TrackForm,
     audio: Option<TempUpload>,
-    problems: Vec<(String, String)>,
-}
-
-/// The text fields, valid.
-struct TrackFields {
-    title: String,
-    engine: String,
-    mode: String,
-    instrumental: bool,
-    licence_class: LicenceClass,
 }
 
 async fn read_form(multipart: &mut Multipart, state: &AppState) -> Result<Form, ApiError> {
@@ -469,7 +391,9 @@ async fn read_form(multipart: &mut Multipart, state: &AppState) -> Result<Form, 
         let name = field.name().unwrap_or_default().to_owned();
         if name == "audio" {
             if form.audio.is_some() {
-                form.problems.push((name, "must be given once".to_owned()));
+                form.text
+                    .problems
+                    .push((name, "must be given once".to_owned()));
                 continue;
             }
             let mut upload = TempUpload::create(&state.settings.media_dir)
@@ -485,11 +409,11 @@ async fn read_form(multipart: &mut Multipart, state: &AppState) -> Result<Form, 
             continue;
         }
         let slot = match name.as_str() {
-            "title" => &mut form.title,
-            "engine" => &mut form.engine,
-            "mode" => &mut form.mode,
-            "instrumental" => &mut form.instrumental,
-            "licence_class" => &mut form.licence_class,
+            "title" => &mut form.text.title,
+            "engine" => &mut form.text.engine,
+            "mode" => &mut form.text.mode,
+            "instrumental" => &mut form.text.instrumental,
+            "licence_class" => &mut form.text.licence_class,
             // Unknown fields are ignored, like unknown JSON fields; their bytes still count
             // against the body limit.
             _ => {
@@ -525,7 +449,7 @@ async fn read_form(multipart: &mut Multipart, state: &AppState) -> Result<Form, 
             }
         };
         if let Some(problem) = problem {
-            form.problems.push((name, problem.to_owned()));
+            form.text.problems.push((name, problem.to_owned()));
         }
     }
     Ok(form)
@@ -538,83 +462,5 @@ fn multipart_error(limit: u64) -> impl Fn(axum::extract::multipart::MultipartErr
         } else {
             ApiError::bad_request("The multipart body is malformed or ended early")
         }
-    }
-}
-
-impl Form {
-    /// The valid text fields, or every problem found (the audio is checked by the caller).
-    fn validate(self) -> (Result<TrackFields, Problems>, Option<TempUpload>) {
-        let mut problems = self.problems;
-        let mut problem = |field: &str, why: &str| {
-            if !problems.iter().any(|(f, _)| f == field) {
-                problems.push((field.to_owned(), why.to_owned()));
-            }
-        };
-        let title = match self.title {
-            None => {
-                problem("title", "is required");
-                None
-            }
-            Some(t) => match text::non_blank_problem(&t, TITLE_MAX_CHARS) {
-                Some(why) => {
-                    problem("title", &why);
-                    None
-                }
-                None => Some(t),
-            },
-        };
-        let mut key = |field: &str, value: Option<String>| match value {
-            None => {
-                problem(field, "is required");
-                None
-            }
-            Some(v) => match text::non_blank_problem(&v, KEY_MAX_CHARS) {
-                Some(why) => {
-                    problem(field, &why);
-                    None
-                }
-                None => Some(v),
-            },
-        };
-        let engine = key("engine", self.engine);
-        let mode = key("mode", self.mode);
-        let instrumental = match self.instrumental.as_deref().map(str::trim) {
-            None => Some(false),
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(_) => {
-                problem("instrumental", "must be true or false");
-                None
-            }
-        };
-        let licence_class = match self.licence_class.as_deref() {
-            None => {
-                problem("licence_class", "is required");
-                None
-            }
-            Some(raw) => LicenceClass::parse(raw.trim()).or_else(|| {
-                let known: Vec<_> = LicenceClass::ALL.iter().map(|c| c.as_str()).collect();
-                problem(
-                    "licence_class",
-                    &format!("must be one of {}", known.join(", ")),
-                );
-                None
-            }),
-        };
-        let fields = match (title, engine, mode, instrumental, licence_class) {
-            (Some(title), Some(engine), Some(mode), Some(instrumental), Some(licence_class))
-                if problems.is_empty() =>
-            {
-                Ok(TrackFields {
-                    title,
-                    engine,
-                    mode,
-                    instrumental,
-                    licence_class,
-                })
-            }
-            _ => Err(problems),
-        };
-        (fields, self.audio)
     }
 }

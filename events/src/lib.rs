@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod envelope;
 pub mod event;
+pub mod format;
 pub mod ids;
 pub mod licence;
 pub mod notice;

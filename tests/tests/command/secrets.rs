@@ -2,9 +2,7 @@
 //! raw API key appears in any table (every text and JSON column of every schema), any event, or
 //! any log line the service wrote. Their hashes do appear, which shows the search can find things.
 
-mod command_support;
-
-use command_support::{expect_json, new_org, new_user, Api};
+use crate::command_support::{expect_json, new_org, new_user, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -3,13 +3,11 @@
 //! plain HTTP: negotiation, collections in order, escaping, one page for every dead cause,
 //! removed content, the 429 and 503 pages, and the audit's `format`.
 
-mod query_fixture;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts, ORG, USER};
 use chrono::Utc;
-use query_fixture::{audio_bytes, QueryEnv, ShareOpts, ORG, USER};
 use serde_json::{json, Value};
 use tests::browser::Browser;
 use tests::nats::PrivateNats;
@@ -185,15 +183,20 @@ async fn a_browser_opens_the_share_page_and_the_audio_becomes_playable() {
     let key = stack.api_key(USER, &[ORG]).await;
     let title = "Evening Tone";
     // A real, decodable WAV: three seconds of a 440 Hz tone.
-    let track =
-        query_fixture::upload_audio_via_api(&stack, &key, title, tests::audio::wav_tone_ms(3000))
-            .await;
+    let track = crate::query_fixture::upload_audio_via_api(
+        &stack,
+        &key,
+        title,
+        tests::audio::wav_tone_ms(3000),
+    )
+    .await;
     let track_id = track["id"].as_str().expect("id").to_owned();
     assert_eq!(track["measured_duration_seconds"], json!(3.0));
     let path = format!("tracks/{track_id}");
-    let link_only = query_fixture::share_via_api(&stack, &key, &path, json!({})).await;
+    let link_only = crate::query_fixture::share_via_api(&stack, &key, &path, json!({})).await;
     let public =
-        query_fixture::share_via_api(&stack, &key, &path, json!({"visibility": "public"})).await;
+        crate::query_fixture::share_via_api(&stack, &key, &path, json!({"visibility": "public"}))
+            .await;
     let link_only_url = link_only["url"].as_str().expect("url").to_owned();
     let public_url = public["url"].as_str().expect("url").to_owned();
     assert!(link_only_url.starts_with(&base), "{link_only_url}");
@@ -387,7 +390,7 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
         "{}",
         srcs[0]
     );
-    assert_eq!(query_fixture::query_param(&srcs[0], "kid"), "k2");
+    assert_eq!(crate::query_fixture::query_param(&srcs[0], "kid"), "k2");
     // The fixture's track: 120.4 s, commercial_enterprise (commercial, attribution), instrumental.
     for fact in [
         "<h1>Late Night Study</h1>",

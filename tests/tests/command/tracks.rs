@@ -1,12 +1,10 @@
 //! Tracks over HTTP: import with a measured duration, every invalid field, malformed and
 //! oversized uploads, an upload cut off midway, and deletion.
 
-mod command_support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use command_support::{
+use crate::command_support::{
     assert_timestamp, expect_error, expect_json, new_org, new_user, Api, TrackForm,
 };
 use reqwest::StatusCode;
@@ -469,12 +467,12 @@ async fn mp3_and_ogg_vorbis_are_measured_by_decoding() {
     let key = api.key(&user, &[&org]).await;
     for (bytes, name, content_type) in [
         (
-            &include_bytes!("../fixtures/tone-2500ms.mp3")[..],
+            &include_bytes!("../../fixtures/tone-2500ms.mp3")[..],
             "tone.mp3",
             "audio/mpeg",
         ),
         (
-            &include_bytes!("../fixtures/tone-2500ms.ogg")[..],
+            &include_bytes!("../../fixtures/tone-2500ms.ogg")[..],
             "tone.ogg",
             "audio/ogg",
         ),

@@ -1,12 +1,10 @@
 //! The owner's share list: only the caller's links, newest first, paged by an opaque cursor,
 //! each with its status and view statistics; never a token.
 
-mod query_fixture;
-
 use std::time::{Duration, Instant};
 
+use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use chrono::{Duration as Days, Utc};
-use query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

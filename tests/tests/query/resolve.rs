@@ -1,10 +1,8 @@
 //! The public resolve: the source page's shape field by field, one identical answer for every
 //! dead link, removed content, expiry judged at request time.
 
-mod query_fixture;
-
+use crate::query_fixture::{audio_bytes, query_param, QueryEnv, ShareOpts};
 use chrono::{Duration, Utc};
-use query_fixture::{audio_bytes, query_param, QueryEnv, ShareOpts};
 use serde_json::{json, Value};
 
 fn keys(v: &Value) -> Vec<&str> {

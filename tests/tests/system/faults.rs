@@ -4,17 +4,15 @@
 //! keep serving the tests that run beside it. Load runs for fixed, short times; these tests are
 //! about what every answer was, not about how fast it came.
 
-mod query_fixture;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use query_fixture::{
+use crate::query_fixture::{
     audio_bytes, path_and_query, share_via_api, upload_via_api, QueryEnv, ShareOpts, ORG, USER,
 };
+use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::db::TestDb;

@@ -1,11 +1,9 @@
 //! What an operator sees: every process's `/metrics` in Prometheus text with the figures the
 //! operator needs from the first scrape on, and JSON log lines carrying the request id.
 
-mod query_fixture;
-
 use std::time::{Duration, Instant};
 
-use query_fixture::{upload_via_api, ORG, USER};
+use crate::query_fixture::{upload_via_api, ORG, USER};
 use serde_json::{json, Value};
 use tests::process::Service;
 use tests::read_model::metric;

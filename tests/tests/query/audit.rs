@@ -1,12 +1,10 @@
 //! The audit stream: every resolve attempt is one message with the contract's fields, never the
 //! raw token; across a NATS outage every message still arrives, once, in order.
 
-mod query_fixture;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use query_fixture::{audio_bytes, QueryEnv, ShareOpts};
+use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use tests::audit::{stream_count, tail, wait_for_count};
 use tests::nats::PrivateNats;
 

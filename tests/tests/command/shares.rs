@@ -1,10 +1,8 @@
 //! Share links over HTTP: creating them exactly as the source pages say, every invalid body,
 //! revoking idempotently, and saving a shared track (with every kind of dead link).
 
-mod command_support;
-
+use crate::command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
 use chrono::{Duration, Utc};
-use command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
 use events::event::{ShareCreated, TargetType, Visibility};
 use events::ids::{OrganizationId, ShareLinkId, UserId};
 use events::share_token::ShareToken;

@@ -1,12 +1,10 @@
 //! Collections over HTTP: create, add (idempotent, same organization only), remove, reorder,
 //! delete; JSON errors; and many parallel adds to one collection, in one process and across two.
 
-mod command_support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
+use crate::command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

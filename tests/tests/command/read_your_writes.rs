@@ -2,13 +2,11 @@
 //! namespace. A command waits for the projector to reach its event while one is heard, answers at
 //! once when none is, and the command API starts and serves without NATS at all.
 
-mod command_support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_support::{expect_json, new_org, new_user, Api};
+use crate::command_support::{expect_json, new_org, new_user, Api};
 use events::notice::{self, ChangeNotice};
 use reqwest::StatusCode;
 use serde_json::json;

@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 use tests::process::{Bin, Service};
 use tests::stack::Stack;
 
-mod query_fixture;
-
-use query_fixture::{
+use crate::query_fixture::{
     share_via_api as share, upload_audio_via_api, upload_via_api as upload, wav, ORG, USER,
 };
 

@@ -2,9 +2,7 @@
 //! styles), 404 for anyone outside the organization or not the creator on every route, 403 only
 //! for another member deleting a track, and the envelope for unknown routes and methods.
 
-mod command_support;
-
-use command_support::{expect_error, expect_json, new_org, new_user, Api, TrackForm};
+use crate::command_support::{expect_error, expect_json, new_org, new_user, Api, TrackForm};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

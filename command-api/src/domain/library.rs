@@ -1,0 +1,236 @@
+//! The library aggregate (stream `library-{user}`): a signed-in user saves a shared track.
+//!
+//! Edges are keyed by track, so saving a track again, through any link, changes nothing and the
+//! edge already there is the answer. Only a live link to a live track can be saved; every other
+//! case (unknown token, a collection link, revoked, expired, over its view limit, removed
+//! content) is the one dead-link 404, so this route tells a token holder nothing the public
+//! resolve would not. The handler finds the link through the command side's token index and
+//! passes in what the link's and the track's streams fold to, and how often the link was opened.
+
+use chrono::{DateTime, Utc};
+use events::event::{SharedTrackSaved, TargetType};
+use events::ids::{LibraryItemId, TrackId};
+use events::MusicEvent;
+
+use super::share::ShareLink;
+use super::track::Track;
+use super::{Context, Decided, Recorded, Rejection};
+
+/// One saved track.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LibraryItem {
+    pub saved: SharedTrackSaved,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's library: its edges in the order they were saved.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Library {
+    pub items: Vec<LibraryItem>,
+}
+
+impl Library {
+    /// The edge of `track`, if it was saved.
+    pub fn item(&self, track: &TrackId) -> Option<&LibraryItem> {
+        self.items.iter().find(|i| &i.saved.track_id == track)
+    }
+}
+
+pub fn from_history(history: &[Recorded]) -> Library {
+    history.iter().fold(Library::default(), evolve)
+}
+
+pub fn evolve(mut library: Library, recorded: &Recorded) -> Library {
+    if let MusicEvent::SharedTrackSaved(saved) = &recorded.event {
+        library.items.push(LibraryItem {
+            saved: saved.clone(),
+            created_at: recorded.occurred_at,
+        });
+    }
+    library
+}
+
+#[derive(Clone, Debug)]
+pub enum LibraryCommand {
+    /// Save the track behind a link. `share` is the link the token names (`None`: no such
+    /// token), `track` what its target's stream folds to, `views_used` how often the link was
+    /// opened; `library_item_id` is fresh.
+    Save {
+        share: Option<ShareLink>,
+        track: Option<Track>,
+        views_used: u64,
+        library_item_id: LibraryItemId,
+    },
+}
+
+pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Decided {
+    let LibraryCommand::Save {
+        share,
+        track,
+        views_used,
+        library_item_id,
+    } = command;
+    let link = share
+        .filter(|s| s.target_type == TargetType::Track && s.is_live_at(ctx.now, views_used))
+        .ok_or(Rejection::DeadLink)?;
+    let track_id = TrackId::parse(&link.target_id).map_err(|_| Rejection::DeadLink)?;
+    if !track
+        .is_some_and(|t| t.imported.track_id == track_id && t.is_live_in(&link.organization_id))
+    {
+        return Err(Rejection::DeadLink);
+    }
+    if library.item(&track_id).is_some() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![MusicEvent::SharedTrackSaved(SharedTrackSaved {
+        library_item_id,
+        user_id: ctx.actor.clone(),
+        track_id,
+        share_link_id: link.share_id,
+    })])
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use events::event::{ContentRemoved, ShareCreated, ShareRevoked};
+    use events::ids::ShareLinkId;
+
+    use super::*;
+    use crate::domain::given::{self, *};
+    use crate::domain::{share, track};
+
+    fn given(events: impl IntoIterator<Item = MusicEvent>) -> Given<Library, LibraryCommand> {
+        given::given(from_history, decide, events)
+    }
+
+    fn item_id() -> LibraryItemId {
+        LibraryItemId::parse("mlib_00000000000e").expect("an id")
+    }
+
+    fn link(change: impl FnOnce(&mut ShareCreated), revoked: bool) -> Option<ShareLink> {
+        let mut created = share_created();
+        change(&mut created);
+        let mut history = vec![MusicEvent::ShareCreated(created)];
+        if revoked {
+            history.push(MusicEvent::ShareRevoked(ShareRevoked {
+                share_id: share_id(),
+            }));
+        }
+        share::from_history(&given::recorded(history))
+    }
+
+    fn live_track() -> Option<Track> {
+        track::from_history(&given::recorded([track_imported(&org(), &owner())]))
+    }
+
+    fn save(share: Option<ShareLink>, track: Option<Track>, views_used: u64) -> LibraryCommand {
+        LibraryCommand::Save {
+            share,
+            track,
+            views_used,
+            library_item_id: item_id(),
+        }
+    }
+
+    fn saved(share_link_id: ShareLinkId) -> MusicEvent {
+        MusicEvent::SharedTrackSaved(SharedTrackSaved {
+            library_item_id: item_id(),
+            user_id: member(),
+            track_id: track_id(),
+            share_link_id,
+        })
+    }
+
+    #[test]
+    fn a_live_track_link_saves_the_track_for_the_caller() {
+        given([])
+            .by(&member())
+            .when(save(link(|_| {}, false), live_track(), 0))
+            .then([saved(share_id())]);
+    }
+
+    #[test]
+    fn a_track_saved_before_through_any_link_changes_nothing() {
+        let other_link = ShareLinkId::parse("mslink_0000000000ff").expect("an id");
+        given([saved(other_link)])
+            .by(&member())
+            .when(save(link(|_| {}, false), live_track(), 0))
+            .then_nothing();
+    }
+
+    #[test]
+    fn an_unknown_revoked_or_collection_link_is_the_dead_link() {
+        for share in [
+            None,
+            link(|_| {}, true),
+            link(
+                |c| {
+                    c.target_type = TargetType::Collection;
+                    c.target_id = collection_id().to_string();
+                },
+                false,
+            ),
+        ] {
+            given([])
+                .by(&member())
+                .when(save(share, live_track(), 0))
+                .then(Rejection::DeadLink);
+        }
+    }
+
+    #[test]
+    fn an_expired_link_is_dead_from_its_expiry_instant() {
+        let expiring = || link(|c| c.expires_at = Some(now()), false);
+        given([])
+            .by(&member())
+            .when(save(expiring(), live_track(), 0))
+            .then(Rejection::DeadLink);
+        given([])
+            .by(&member())
+            .at(now() - Duration::seconds(1))
+            .when(save(expiring(), live_track(), 0))
+            .then([saved(share_id())]);
+    }
+
+    #[test]
+    fn a_link_over_its_view_limit_is_dead_even_for_a_track_saved_before() {
+        let limited = || link(|c| c.max_views = Some(3), false);
+        given([saved(share_id())])
+            .by(&member())
+            .when(save(limited(), live_track(), 3))
+            .then(Rejection::DeadLink);
+        given([])
+            .by(&member())
+            .when(save(limited(), live_track(), 2))
+            .then([saved(share_id())]);
+    }
+
+    #[test]
+    fn a_removed_absent_or_moved_track_is_the_dead_link() {
+        let removed = track::from_history(&given::recorded([
+            track_imported(&org(), &owner()),
+            MusicEvent::ContentRemoved(ContentRemoved {
+                target_type: TargetType::Track,
+                target_id: track_id().to_string(),
+                organization_id: org(),
+            }),
+        ]));
+        let elsewhere =
+            track::from_history(&given::recorded([track_imported(&other_org(), &owner())]));
+        for track in [removed, None, elsewhere] {
+            given([])
+                .by(&member())
+                .when(save(link(|_| {}, false), track, 0))
+                .then(Rejection::DeadLink);
+        }
+    }
+
+    #[test]
+    fn the_fold_keeps_each_edge_with_its_instant() {
+        let library = from_history(&given::recorded([saved(share_id())]));
+        let item = library.item(&track_id()).expect("saved");
+        assert_eq!(item.created_at, given::earlier());
+        assert_eq!(item.saved.library_item_id, item_id());
+    }
+}

@@ -1,0 +1,14 @@
+//! The query API: the public resolve, the share page, signed media, limits, the owner's share
+//! list and the audit stream, over read models the real projector built. One test binary for
+//! the whole process.
+
+#[path = "../query_fixture/mod.rs"]
+mod query_fixture;
+
+mod audit;
+mod e2e;
+mod limits;
+mod media;
+mod page;
+mod resolve;
+mod shares;
