@@ -181,7 +181,7 @@ pub async fn run(nats_url: &str, options: &Options) -> anyhow::Result<()> {
 /// Outcomes counted per link (the row of attempts that matched no link is [`NO_LINK`]).
 type Summary = BTreeMap<String, BTreeMap<String, u64>>;
 
-const NO_LINK: &str = "(no link)";
+const NO_LINK: &str = "(none)";
 
 /// One row per link (most attempts first), one column per outcome seen, and a total.
 fn summary_table(table: &Summary) -> String {
@@ -290,7 +290,7 @@ mod tests {
             summary_table(&table),
             "share_id             not_found  ok  rate_limited  total\n\
              mslink_0123456789ab          0   3             2      5\n\
-             (no link)                    4   0             0      4\n\
+             (none)                       4   0             0      4\n\
              mslink_ba9876543210          0   1             0      1\n\
              total                        4   4             2     10\n"
         );

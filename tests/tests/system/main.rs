@@ -5,6 +5,7 @@
 #[path = "../query_fixture/mod.rs"]
 mod query_fixture;
 
+mod analytics;
 mod event_store;
 mod faults;
 mod harness;
