@@ -1,4 +1,4 @@
-//! The projector: the only writer of the read models.
+//! The projector: the only writer of the read models, and of the per-link statistics.
 //!
 //! It reads the event log in global order, and nothing else, and turns it into the tables the
 //! query API serves (schema `read_model`), advancing its checkpoint in the same transaction as

@@ -125,6 +125,15 @@ async fn session(
         None => start_counting(pool, js).await?,
     };
     let stream = js.get_stream(super::STREAM).await?;
+    let last = stream.cached_info().state.last_sequence;
+    if last < position.folded {
+        tracing::error!(
+            last_sequence = last,
+            folded_sequence = position.folded,
+            "the audit stream ends before the folded position: was it deleted and created again? \
+             Nothing is counted until it passes that position (or analytics.position is reset)"
+        );
+    }
     let consumer = recreate_consumer(&stream, &settings.namespace, position.folded).await?;
     metrics::gauge!("analytics_leader").set(1.0);
     tracing::info!(
