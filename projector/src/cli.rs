@@ -227,14 +227,14 @@ async fn serve(
     telemetry::describe(analytics::METRICS);
     // The audit stream's consumer, beside the event log's. This database's counting starts at
     // the stream's last sequence the first time it runs: recorded before the projector says it
-    // is listening (when NATS answers within a few seconds), so attempts made after that count.
+    // is listening (when NATS answers within 2 s), so attempts made after that count.
     let nats = async_nats::ConnectOptions::new()
         .name("projector-analytics")
         .retry_on_initial_connect()
         .connect(nats_url)
         .await?;
     let started = tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(2),
         analytics::consumer::start_counting(&pool, &async_nats::jetstream::new(nats.clone())),
     )
     .await;
