@@ -13,7 +13,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /data music \
- && mkdir -p /data/media /data/audit-spool && chown -R music /data
+ && mkdir -p /data/media /data/audit-spool /data/shared && chown -R music /data
 COPY --from=build /src/target/release/command-api /src/target/release/projector /src/target/release/query-api /usr/local/bin/
 USER music
 WORKDIR /data

@@ -36,12 +36,75 @@ pub struct Measured {
 #[error("{0}")]
 pub struct NotAudio(pub String);
 
+/// Sample rates we measure (CONTRACT: "Hostile clients"); outside them a duration means
+/// nothing (a 1 Hz file would last a day per 86,400 samples).
+pub const SAMPLE_RATES_HZ: std::ops::RangeInclusive<u32> = 8_000..=384_000;
+/// Channel counts we measure.
+pub const CHANNELS: std::ops::RangeInclusive<usize> = 1..=32;
+
+/// Refuses a stream whose declared parameters are outside what we measure; `None` is not
+/// known yet (checked again on the decoded audio).
+fn check_stream(rate: Option<u32>, channels: Option<usize>) -> Result<(), NotAudio> {
+    if let Some(rate) = rate.filter(|r| !SAMPLE_RATES_HZ.contains(r)) {
+        return Err(NotAudio(format!(
+            "has a sample rate of {rate} Hz; {}–{} Hz is accepted",
+            SAMPLE_RATES_HZ.start(),
+            SAMPLE_RATES_HZ.end()
+        )));
+    }
+    if let Some(channels) = channels.filter(|c| !CHANNELS.contains(c)) {
+        return Err(NotAudio(format!(
+            "has {channels} channels; {}–{} are accepted",
+            CHANNELS.start(),
+            CHANNELS.end()
+        )));
+    }
+    Ok(())
+}
+
+/// The sample rate and channel count of a RIFF/WAVE file's `fmt ` chunk, if it has one within
+/// its first 64 KiB.
+fn wav_format(file: &mut std::fs::File) -> Option<(u32, u16)> {
+    let mut head = Vec::with_capacity(4096);
+    std::io::Read::take(&mut *file, 64 * 1024)
+        .read_to_end(&mut head)
+        .ok()?;
+    // `file` has already given up its first 4 bytes ("RIFF").
+    let rest = head.get(4..)?;
+    if rest.get(..4)? != b"WAVE" {
+        return None;
+    }
+    let mut at = 4;
+    while let Some(chunk) = rest.get(at..at + 8) {
+        let size = u32::from_le_bytes(chunk[4..8].try_into().ok()?) as usize;
+        if &chunk[..4] == b"fmt " {
+            let fmt = rest.get(at + 8..at + 8 + size.min(16))?;
+            let channels = u16::from_le_bytes(fmt.get(2..4)?.try_into().ok()?);
+            let rate = u32::from_le_bytes(fmt.get(4..8)?.try_into().ok()?);
+            return Some((rate, channels));
+        }
+        // Chunks are padded to an even length.
+        at = at
+            .checked_add(8)?
+            .checked_add(size)?
+            .checked_add(size % 2)?;
+    }
+    None
+}
+
 /// Decodes the whole file at `path` and measures it.
 pub fn measure(path: &Path) -> Result<Measured, NotAudio> {
     let unreadable = |_| NotAudio("could not be read".to_owned());
     let mut magic = [0u8; 4];
     let mut file = std::fs::File::open(path).map_err(unreadable)?;
     let magic_len = file.read(&mut magic).map_err(unreadable)?;
+    // A WAV header is read by hand first: symphonia panics on a sample rate of 0 while it
+    // probes, before any of its answers could be checked.
+    if &magic[..magic_len] == b"RIFF" {
+        if let Some((rate, channels)) = wav_format(&mut file) {
+            check_stream(Some(rate), Some(usize::from(channels)))?;
+        }
+    }
     let file = std::fs::File::open(path).map_err(unreadable)?;
 
     let not_audio =
@@ -60,6 +123,10 @@ pub fn measure(path: &Path) -> Result<Measured, NotAudio> {
         .iter()
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or_else(not_audio)?;
+    check_stream(
+        track.codec_params.sample_rate,
+        track.codec_params.channels.map(|c| c.count()),
+    )?;
     let track_id = track.id;
     let codec = track.codec_params.codec;
     let declared = (track.codec_params.n_frames, track.codec_params.sample_rate);
@@ -94,9 +161,10 @@ pub fn measure(path: &Path) -> Result<Measured, NotAudio> {
             Ok(decoded) => {
                 let frames = decoded.frames() as u64;
                 let rate = decoded.spec().rate;
-                if frames == 0 || rate == 0 {
+                if frames == 0 {
                     continue;
                 }
+                check_stream(Some(rate), Some(decoded.spec().channels.count()))?;
                 match frames_at.iter_mut().find(|(r, _)| *r == rate) {
                     Some((_, n)) => *n += frames,
                     None => frames_at.push((rate, frames)),

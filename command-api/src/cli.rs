@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use events::ids::{OrganizationId, UserId};
-use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
+use service_kit::config::{EventStoreArgs, ServiceArgs};
 use service_kit::{server, telemetry};
 
 use crate::app::{self, AppState, Settings};
@@ -23,11 +23,9 @@ use crate::runner::Runner;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub event_store: EventStoreArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
     #[command(subcommand)]
@@ -85,11 +83,9 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None | Some(Command::Serve) => {
-            serve(cli.database, cli.event_store, cli.nats, cli.serve).await
-        }
+        None | Some(Command::Serve) => serve(cli.service, cli.event_store, cli.serve).await,
         Some(Command::Admin(Admin::CreateKey { user, orgs })) => {
-            let pool = migrations::prepare(&cli.database.database_url, 1).await?;
+            let pool = migrations::prepare(&cli.service.database.database_url, 1).await?;
             let key = identity::create_key(&pool, &user, &orgs).await?;
             println!("{key}");
             Ok(())
@@ -98,18 +94,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(
-    database: DatabaseArgs,
+    service: ServiceArgs,
     event_store: EventStoreArgs,
-    nats: NatsArgs,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
     let backend = event_store.backend().map_err(anyhow::Error::msg)?;
-    let pool =
-        migrations::prepare(&database.database_url, database.database_max_connections).await?;
+    let pool = service.pool().await?;
     let store = events::store::open(&backend, pool.clone()).await?;
-    let namespace = nats.namespace(&database);
+    let namespace = service.namespace();
     let projector = ProjectorProgress::listen(
-        nats.nats_url.clone(),
+        service.nats.nats_url.clone(),
         &namespace,
         Duration::from_millis(args.read_your_writes_timeout_ms),
     );

@@ -110,8 +110,8 @@ pub async fn save(
 fn target_track(share: &Option<ShareLink>) -> Option<TrackId> {
     share
         .as_ref()
-        .filter(|s| s.target_type == TargetType::Track)
-        .and_then(|s| TrackId::parse(&s.target_id).ok())
+        .filter(|s| s.facts.target_type == TargetType::Track)
+        .and_then(|s| TrackId::parse(&s.facts.target_id).ok())
 }
 
 /// What deciding a save needs from outside the library: the link `raw_token` names (if any),
@@ -131,7 +131,7 @@ async fn load_link(
         Some(track_id) => tracks::load(state, &track_id).await?,
         None => None,
     };
-    let views_used = match share.as_ref().and_then(|s| s.max_views) {
+    let views_used = match share.as_ref().and_then(|s| s.facts.max_views) {
         Some(_) => views_used(&state.pool, &share_id).await?,
         None => 0,
     };

@@ -97,7 +97,17 @@ impl ProjectorProgress {
 async fn follow(url: String, subject: String, tx: watch::Sender<Heard>) {
     let mut warned = false;
     loop {
-        match async_nats::connect(url.as_str()).await {
+        let servers = match service_kit::nats::servers(&url) {
+            Ok(servers) => servers,
+            Err(e) => {
+                tracing::error!(error = %e, "commands will not wait for the projector");
+                return;
+            }
+        };
+        match service_kit::nats::options("command-api")
+            .connect(servers)
+            .await
+        {
             Ok(client) => match client.subscribe(subject.clone()).await {
                 Ok(mut notices) => {
                     warned = false;

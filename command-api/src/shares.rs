@@ -23,7 +23,7 @@ use service_kit::json::OptionalJson;
 use service_kit::server::{ack, Ack};
 use service_kit::ApiError;
 use sqlx::PgPool;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 use crate::app::AppState;
 use crate::domain::share::{
@@ -67,6 +67,38 @@ pub struct ShareLinkObject {
     pub created_at: String,
 }
 
+/// What both share routes answer, for their OpenAPI operations (the handlers answer
+/// `Response`s; this only documents them).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+enum ShareResponses {
+    /// The new share link.
+    #[response(
+        status = 201,
+        headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))
+    )]
+    Created(ShareLinkObject),
+    /// Malformed JSON, or a `Content-Type` other than JSON.
+    #[response(status = 400)]
+    BadRequest(ErrorEnvelope),
+    /// No API key, or an unknown one.
+    #[response(status = 401)]
+    Unauthenticated(ErrorEnvelope),
+    /// No such live track or collection of the caller's (the one the path names).
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope),
+    /// The body is larger than 2 MiB.
+    #[response(status = 413)]
+    TooLarge(ErrorEnvelope),
+    /// A field is wrong; `details` names each.
+    #[response(status = 422)]
+    Invalid(ErrorEnvelope),
+    /// The database or the event store is down.
+    #[response(status = 503)]
+    Unavailable(ErrorEnvelope),
+}
+
+// The body: a `ref`, not `Option<ShareRequest>`: it is optional, but `null` is not a body.
 /// Share a track: a new link, its raw token shown this once. The track's creator only.
 #[utoipa::path(
     post,
@@ -74,22 +106,12 @@ pub struct ShareLinkObject {
     operation_id = "share_track",
     tag = "shares",
     params(docs::Org, docs::Track),
-    // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
     request_body(
         content = ref("#/components/schemas/ShareRequest"),
         content_type = "application/json",
         description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
     ),
-    responses(
-        (status = 201, description = "The new share link.", body = ShareLinkObject,
-            headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))),
-        (status = 400, description = "Malformed JSON, or a `Content-Type` other than JSON.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "No such live track of the caller's.", body = ErrorEnvelope),
-        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
-        (status = 422, description = "A field is wrong; `details` names each.", body = ErrorEnvelope),
-        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
-    ),
+    responses(ShareResponses),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub async fn share_track(
@@ -114,22 +136,12 @@ pub async fn share_track(
     operation_id = "share_collection",
     tag = "shares",
     params(docs::Org, docs::Collection),
-    // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
     request_body(
         content = ref("#/components/schemas/ShareRequest"),
         content_type = "application/json",
         description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
     ),
-    responses(
-        (status = 201, description = "The new share link.", body = ShareLinkObject,
-            headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))),
-        (status = 400, description = "Malformed JSON, or a `Content-Type` other than JSON.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "No such live collection of the caller's.", body = ErrorEnvelope),
-        (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
-        (status = 422, description = "A field is wrong; `details` names each.", body = ErrorEnvelope),
-        (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
-    ),
+    responses(ShareResponses),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub async fn share_collection(
@@ -203,19 +215,20 @@ async fn create(
 }
 
 fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
+    let facts = link.facts;
     ShareLinkObject {
-        id: link.share_id.to_string(),
+        id: facts.share_id.to_string(),
         token: token.expose().to_owned(),
         url: format!(
             "{}/v1/music/shared/{}",
             state.settings.public_base_url,
             token.expose()
         ),
-        target_type: link.target_type,
-        target_id: link.target_id,
-        visibility: link.visibility,
-        expires_at: link.expires_at.map(rfc3339),
-        max_views: link.max_views,
+        target_type: facts.target_type,
+        target_id: facts.target_id,
+        visibility: facts.visibility,
+        expires_at: facts.expires_at.map(rfc3339),
+        max_views: facts.max_views,
         created_at: rfc3339(link.created_at),
     }
 }

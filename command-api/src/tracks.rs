@@ -459,6 +459,8 @@ fn multipart_error(limit: u64) -> impl Fn(axum::extract::multipart::MultipartErr
     move |e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(limit)
+        } else if service_kit::connection::is_body_timeout(&e) {
+            service_kit::connection::body_timeout_error()
         } else {
             ApiError::bad_request("The multipart body is malformed or ended early")
         }

@@ -63,10 +63,7 @@ impl MediaFile {
     /// outside the media directory.
     pub fn relative_path(&self) -> Option<std::path::PathBuf> {
         let hash = self.sha256.as_str();
-        let ok = hash.len() == 64
-            && hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = hash.len() == 64 && crate::format::is_lower_hex(hash);
         ok.then(|| std::path::Path::new(&hash[..2]).join(hash))
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::format::is_lower_hex;
 use crate::ids::random_hex;
 
 const PREFIX: &str = "shr_";
@@ -27,10 +28,7 @@ impl ShareToken {
     /// knowing it is malformed saves a lookup.
     pub fn parse(raw: &str) -> Option<Self> {
         let rest = raw.strip_prefix(PREFIX)?;
-        let ok = rest.len() == 32
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = rest.len() == 32 && is_lower_hex(rest);
         ok.then(|| Self(raw.to_owned()))
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use events::EventStore;
-use service_kit::config::{DatabaseArgs, EventStoreArgs, NatsArgs};
+use service_kit::config::{EventStoreArgs, ServiceArgs};
 use service_kit::{server, telemetry};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -26,11 +26,9 @@ use crate::{rebuild, replay, status, subscription};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub event_store: EventStoreArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
     /// Health and metrics of the projector.
     #[arg(long, env = "PROJECTOR_ADMIN_ADDR", default_value = "127.0.0.1:8082")]
     pub admin_addr: String,
@@ -132,20 +130,16 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let backend = cli.event_store.backend().map_err(anyhow::Error::msg)?;
-    let pool = migrations::prepare(
-        &cli.database.database_url,
-        cli.database.database_max_connections,
-    )
-    .await?;
+    let pool = cli.service.pool().await?;
     let store = events::store::open(&backend, pool.clone()).await?;
-    let namespace = cli.nats.namespace(&cli.database);
+    let namespace = cli.service.namespace();
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let settings = subscription::Settings {
                 batch_size: cli.batch_size as usize,
                 poll: Duration::from_millis(cli.poll_ms),
             };
-            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            let notifier = Notifier::start(&cli.service.nats.nats_url, &namespace).await;
             let analytics = analytics::consumer::Settings {
                 namespace: namespace.clone(),
                 key: cli.analytics.key()?,
@@ -157,7 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 store,
                 notifier,
                 settings,
-                (&cli.nats.nats_url, analytics),
+                (&cli.service.nats.nats_url, analytics),
                 &cli.admin_addr,
             )
             .await
@@ -171,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 fresh,
                 progress: std::io::stderr().is_terminal(),
             };
-            let notifier = Notifier::start(&cli.nats.nats_url, &namespace).await;
+            let notifier = Notifier::start(&cli.service.nats.nats_url, &namespace).await;
             let summary = rebuild::run(&pool, store, Some(&notifier), &settings).await?;
             notifier.close(Duration::from_secs(2)).await;
             println!("{summary}");
@@ -182,7 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => {
             print!("{}", status::read(&pool, &store).await?);
-            print!("{}", analytics::status(&pool, &cli.nats.nats_url).await?);
+            print!(
+                "{}",
+                analytics::status(&pool, &cli.service.nats.nats_url).await?
+            );
             Ok(())
         }
         Command::Analytics {
@@ -195,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let key = cli.analytics.key()?;
             let summary =
-                analytics::rebuild::run(&pool, &cli.nats.nats_url, key, &settings).await?;
+                analytics::rebuild::run(&pool, &cli.service.nats.nats_url, key, &settings).await?;
             println!("{summary}");
             Ok(())
         }
@@ -228,11 +225,7 @@ async fn serve(
     // The audit stream's consumer, beside the event log's. This database's counting starts at
     // the stream's last sequence the first time it runs: recorded before the projector says it
     // is listening (when NATS answers within 2 s), so attempts made after that count.
-    let nats = async_nats::ConnectOptions::new()
-        .name("projector-analytics")
-        .retry_on_initial_connect()
-        .connect(nats_url)
-        .await?;
+    let nats = service_kit::nats::connect("projector-analytics", nats_url).await?;
     let started = tokio::time::timeout(
         Duration::from_secs(2),
         analytics::consumer::start_counting(&pool, &async_nats::jetstream::new(nats.clone())),

@@ -29,8 +29,17 @@ impl Notifier {
     pub async fn start(url: &str, namespace: &str) -> Notifier {
         let (queue, notices) = mpsc::channel(QUEUE);
         let subject = notice::subject(namespace);
-        let client = async_nats::ConnectOptions::new()
-            .name("projector")
+        let servers = match service_kit::nats::servers(url) {
+            Ok(servers) => servers,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use NATS_URL; change notices are disabled");
+                return Notifier {
+                    queue,
+                    task: tokio::spawn(discard(notices)),
+                };
+            }
+        };
+        let client = service_kit::nats::options("projector")
             .retry_on_initial_connect()
             .event_callback(|event| async move {
                 match event {
@@ -41,7 +50,7 @@ impl Notifier {
                     other => tracing::debug!(event = %other, "NATS event"),
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await;
         let task = match client {
             Ok(client) => tokio::spawn(publish(client, subject, notices)),

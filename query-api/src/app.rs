@@ -23,9 +23,11 @@ use crate::audit::{self, Auditor};
 use crate::cache::ResolveCache;
 use crate::client_ip::TrustedProxies;
 use crate::playback::{self, PlaybackSigner};
+use crate::rate_limit::shared::RedisLimits;
 use crate::rate_limit::ResolveLimit;
 use crate::resolve::Resolver;
 use crate::stats::ViewStats;
+use crate::used_up::UsedUpLinks;
 use crate::{media, notices, resolve, shares};
 
 /// What a query-API instance reports on `/metrics`, beside the HTTP metrics every process has.
@@ -45,6 +47,10 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(
         "resolve_rate_limit_keys",
         "Client IPs the rate limiter currently remembers",
+    ),
+    Metric::gauge(
+        "rate_limit_fallback_active",
+        "1 while Redis does not answer and this instance limits alone; 0 otherwise",
     ),
     Metric::counter(
         "audit_published_total",
@@ -82,10 +88,16 @@ pub struct Settings {
     pub playback_url_ttl: Duration,
     pub resolve_rate_per_minute: u32,
     pub resolve_burst: u32,
+    /// `RATE_LIMIT_REDIS_URL`: the limits are shared through this Redis; `None`: counted alone.
+    pub rate_limit_redis_url: Option<String>,
+    /// How long a limit waits for Redis before counting alone (`RATE_LIMIT_REDIS_TIMEOUT_MS`).
+    pub rate_limit_redis_timeout: Duration,
     pub trusted_proxies: String,
     pub cache_enabled: bool,
     pub audit_enabled: bool,
     pub nats_url: String,
+    /// `AUDIT_STREAM_REPLICAS`: the audit stream's copies if this instance creates it.
+    pub audit_stream_replicas: usize,
     pub notice_namespace: String,
     pub stats_flush_every: Duration,
 }
@@ -108,6 +120,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub resolver: Arc<Resolver>,
     pub limit: ResolveLimit,
+    /// The Redis behind the shared limits, for other limits to share too (`None`: alone).
+    pub redis_limits: Option<RedisLimits>,
     pub trusted_proxies: Arc<TrustedProxies>,
     pub auditor: Auditor,
     pub signer: Arc<PlaybackSigner>,
@@ -148,8 +162,22 @@ impl App {
         telemetry::describe(METRICS);
         let trusted_proxies =
             TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
-        let limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)
+        let mut limit = ResolveLimit::new(settings.resolve_rate_per_minute, settings.resolve_burst)
             .map_err(anyhow::Error::msg)?;
+        let redis_limits = match settings.rate_limit_redis_url.as_deref() {
+            Some(url) if !url.is_empty() => Some(
+                RedisLimits::new(
+                    url,
+                    &settings.notice_namespace,
+                    settings.rate_limit_redis_timeout,
+                )
+                .map_err(anyhow::Error::msg)?,
+            ),
+            _ => None,
+        };
+        if let Some(redis) = &redis_limits {
+            limit = limit.shared(redis.clone());
+        }
         let keys = playback::keys_or_dev_key(
             settings.playback_signing_keys.as_deref(),
             &settings.dev_key_file(),
@@ -158,16 +186,7 @@ impl App {
             PlaybackSigner::new(&keys, settings.playback_url_ttl, &settings.media_base_url)
                 .map_err(anyhow::Error::msg)?;
 
-        let nats = async_nats::ConnectOptions::new()
-            .name("query-api")
-            .retry_on_initial_connect()
-            // After an outage, reconnect within a second (the default backs off to 4 s): the
-            // spool waits to be delivered and the cache to hear notices again.
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 * attempts.min(10) as u64)
-            })
-            .connect(settings.nats_url.as_str())
-            .await?;
+        let nats = service_kit::nats::connect("query-api", &settings.nats_url).await?;
 
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -186,7 +205,12 @@ impl App {
                 "audit spool opened"
             );
             let (tx, rx) = mpsc::channel(audit::CHANNEL_CAPACITY);
-            let publisher = Publisher::new(nats.clone(), spool, pool.clone());
+            let publisher = Publisher::new(
+                nats.clone(),
+                spool,
+                pool.clone(),
+                settings.audit_stream_replicas,
+            );
             let handle = tokio::spawn(publisher.run(rx, stop.clone()));
             (Auditor::new(tx), Some(handle))
         } else {
@@ -199,11 +223,17 @@ impl App {
                 .clone()
                 .flush_every(pool.clone(), settings.stats_flush_every),
         ));
-        tasks.push(tokio::spawn(limit.clone().sweep(Duration::from_secs(5))));
+        tasks.push(tokio::spawn(limit.clone().maintain(Duration::from_secs(5))));
 
+        let used_up = Arc::new(UsedUpLinks::shared(
+            nats.clone(),
+            &settings.notice_namespace,
+        ));
+        tasks.push(tokio::spawn(used_up.clone().listen()));
         let state = AppState {
-            resolver: Arc::new(Resolver::new(pool.clone(), cache)),
+            resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
+            redis_limits,
             trusted_proxies: Arc::new(trusted_proxies),
             auditor,
             signer: Arc::new(signer),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use service_kit::config::{DatabaseArgs, NatsArgs};
+use service_kit::config::ServiceArgs;
 use service_kit::{server, telemetry};
 
 use crate::app::{App, Settings};
@@ -19,9 +19,7 @@ use crate::app::{App, Settings};
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub query: QueryArgs,
     #[command(subcommand)]
@@ -55,6 +53,13 @@ pub struct QueryArgs {
     pub resolve_rate_per_minute: u32,
     #[arg(long, env = "RESOLVE_BURST", default_value_t = 20)]
     pub resolve_burst: u32,
+    /// Share the rate limits with every instance through this Redis (`redis://host:6379`);
+    /// unset: each instance limits alone.
+    #[arg(long, env = "RATE_LIMIT_REDIS_URL", hide_env_values = true)]
+    pub rate_limit_redis_url: Option<String>,
+    /// How long a limit waits for Redis before this instance counts alone for a while.
+    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub rate_limit_redis_timeout_ms: u64,
     /// CIDRs whose `X-Forwarded-For` is believed, comma-separated.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
@@ -118,11 +123,14 @@ impl Cli {
             playback_url_ttl: Duration::from_secs(q.playback_url_ttl_seconds.max(1)),
             resolve_rate_per_minute: q.resolve_rate_per_minute,
             resolve_burst: q.resolve_burst,
+            rate_limit_redis_url: q.rate_limit_redis_url.clone(),
+            rate_limit_redis_timeout: Duration::from_millis(q.rate_limit_redis_timeout_ms.max(1)),
             trusted_proxies: q.trusted_proxies.clone(),
             cache_enabled: !q.resolve_cache_disabled,
             audit_enabled: true,
-            nats_url: self.nats.nats_url.clone(),
-            notice_namespace: self.nats.namespace(&self.database),
+            nats_url: self.service.nats.nats_url.clone(),
+            audit_stream_replicas: usize::from(self.service.nats.audit_stream_replicas),
+            notice_namespace: self.service.namespace(),
             stats_flush_every: Duration::from_secs(2),
         }
     }
@@ -151,18 +159,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 summary: *summary,
             };
-            crate::audit::tail::run(&cli.nats.nats_url, &options).await
+            let replicas = usize::from(cli.service.nats.audit_stream_replicas);
+            crate::audit::tail::run(&cli.service.nats.nats_url, replicas, &options).await
         }
         None | Some(Command::Serve) => serve(&cli).await,
     }
 }
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
-    let pool = migrations::prepare(
-        &cli.database.database_url,
-        cli.database.database_max_connections,
-    )
-    .await?;
+    let pool = cli.service.pool().await?;
     let app = App::start(cli.settings(), pool.clone()).await?;
 
     let ready = server::ready_check(move || {

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod resolve;
 pub mod shares;
 pub mod stats;
+pub mod used_up;
 pub mod view;
 
 pub use app::{App, Settings};

@@ -18,7 +18,7 @@
 use askama::Template;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use events::event::Visibility;
 use service_kit::ApiError;
 
@@ -175,7 +175,7 @@ struct Expiry {
 impl Expiry {
     fn new(at: DateTime<Utc>) -> Expiry {
         Expiry {
-            iso: at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            iso: events::format::rfc3339(at),
             text: at.format("%Y-%m-%d %H:%M UTC").to_string(),
         }
     }

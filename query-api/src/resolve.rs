@@ -32,16 +32,16 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, Format, Outcome};
 use crate::cache::ResolveCache;
 use crate::page;
+use crate::used_up::UsedUpLinks;
 use crate::view::{Content, DeadCause, Judgement, ResolvedView, ShareRecord, ShareRow, TrackFacts};
 
 /// Looks token hashes up: cache, read models, and the `max_views` counters.
 pub struct Resolver {
     pool: PgPool,
     cache: Arc<ResolveCache>,
-    /// Limited links this instance has seen run out. A count only grows, so once out a link is
-    /// out for good: later resolves answer without a round trip, as fast as any other dead link
-    /// (otherwise the counter's round trip would tell an over-limit link from a revoked one).
-    exhausted: moka::sync::Cache<String, ()>,
+    /// Limited links known to be used up, on every instance from the view that used them up:
+    /// their refusals answer without a round trip, as fast as any other dead link's.
+    used_up: Arc<UsedUpLinks>,
 }
 
 /// Whether a resolve counts as a view of a limited link.
@@ -66,11 +66,11 @@ impl Resolution {
 }
 
 impl Resolver {
-    pub fn new(pool: PgPool, cache: Arc<ResolveCache>) -> Self {
+    pub fn new(pool: PgPool, cache: Arc<ResolveCache>, used_up: Arc<UsedUpLinks>) -> Self {
         Resolver {
             pool,
             cache,
-            exhausted: moka::sync::Cache::new(EXHAUSTED_CAPACITY),
+            used_up,
         }
     }
 
@@ -113,11 +113,19 @@ impl Resolver {
         max_views: u32,
         viewing: Viewing,
     ) -> Result<bool, ApiError> {
-        if self.exhausted.contains_key(share_id) {
+        if self.used_up.is_used_up(share_id, max_views) {
             return Ok(false);
         }
         let left = match viewing {
-            Viewing::Take => self.take_view(share_id, max_views).await?,
+            Viewing::Take => match self.take_view(share_id, max_views).await? {
+                Some(used) if used >= i64::from(max_views) => {
+                    // This view took the last one: from now on the link is known used up.
+                    self.used_up.announce(share_id, max_views).await;
+                    true
+                }
+                Some(_) => true,
+                None => false,
+            },
             Viewing::Peek => {
                 let used: Option<i64> = sqlx::query_scalar(
                     "SELECT used FROM query_side.share_usage WHERE share_id = $1",
@@ -129,14 +137,20 @@ impl Resolver {
             }
         };
         if !left {
-            self.exhausted.insert(share_id.to_owned(), ());
+            // Used up before this instance heard of it (an announcement missed): tell the
+            // others, without making this refusal wait for it.
+            self.used_up.remember(share_id, max_views);
+            let used_up = self.used_up.clone();
+            let share_id = share_id.to_owned();
+            tokio::spawn(async move { used_up.announce(&share_id, max_views).await });
         }
         Ok(left)
     }
 
-    /// Takes one view of a limited link; `false` when none is left. Exact across instances: one
-    /// atomic upsert that only increments below the limit.
-    async fn take_view(&self, share_id: &str, max_views: u32) -> Result<bool, ApiError> {
+    /// Takes one view of a limited link: the views used with this one, or `None` when none
+    /// was left. Exact across instances: one atomic upsert that only increments below the
+    /// limit.
+    async fn take_view(&self, share_id: &str, max_views: u32) -> Result<Option<i64>, ApiError> {
         let used: Option<i64> = sqlx::query_scalar(
             "INSERT INTO query_side.share_usage (share_id, used) VALUES ($1, 1) \
              ON CONFLICT (share_id) DO UPDATE SET used = share_usage.used + 1 \
@@ -147,13 +161,9 @@ impl Resolver {
         .bind(i64::from(max_views))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(used.is_some())
+        Ok(used)
     }
 }
-
-/// Run-out links remembered per instance; beyond this the oldest are forgotten (and pay one
-/// round trip again).
-const EXHAUSTED_CAPACITY: u64 = 100_000;
 
 fn dead_outcome(cause: DeadCause) -> Outcome {
     match cause {
@@ -451,7 +461,7 @@ pub async fn handler(
     };
     drop(token);
 
-    let limit = app.limit.check(ip);
+    let limit = app.limit.check(ip).await;
     if !limit.allowed {
         app.auditor
             .record(audit(Outcome::RateLimited).to_be_matched(&hash));

@@ -258,10 +258,7 @@ fn encode_cursor(cursor: &Cursor) -> String {
 /// 1970, which every time of the next 30 000 years fits, and at most 18 of log position, all of
 /// which PostgreSQL can compare with), so the documented pattern of `cursor` is the whole rule.
 fn decode_cursor(raw: &str) -> Option<Cursor> {
-    if !raw
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !events::format::is_lower_hex(raw) {
         return None;
     }
     let text = String::from_utf8(hex::decode(raw).ok()?).ok()?;

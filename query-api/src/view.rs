@@ -6,7 +6,7 @@
 //! request by [`ShareRecord::judge`], never cached, so an expiry passes at its instant even for a
 //! cached record. Playback URLs are minted per response by the renderer, never stored here.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
 use events::licence::LicenceClass;
 use serde::{Serialize, Serializer};
@@ -258,7 +258,7 @@ impl ResolvedView {
 /// Timestamps in the contract's form: UTC, whole seconds, `Z`.
 pub fn whole_seconds<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match at {
-        Some(at) => s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        Some(at) => s.serialize_str(&events::format::rfc3339(*at)),
         None => s.serialize_none(),
     }
 }

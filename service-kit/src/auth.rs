@@ -36,12 +36,8 @@ pub fn hash_key(raw: &str) -> String {
 }
 
 fn is_well_formed(raw: &str) -> bool {
-    raw.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
-        rest.len() == 40
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    raw.strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.len() == 40 && events::format::is_lower_hex(rest))
 }
 
 /// The authenticated user behind a request.

@@ -6,7 +6,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -22,8 +22,11 @@ pub enum ErrorCode {
     Forbidden,
     ResourceNotFound,
     MethodNotAllowed,
+    RequestTimeout,
     PayloadTooLarge,
+    UriTooLong,
     RangeNotSatisfiable,
+    HeadersTooLarge,
     ValidationError,
     RateLimitExceeded,
     InternalError,
@@ -38,7 +41,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::UriTooLong => "URI_TOO_LONG",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::RangeNotSatisfiable => "RANGE_NOT_SATISFIABLE",
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
@@ -208,6 +214,40 @@ impl ApiError {
         )
     }
 
+    /// 408: the client stopped sending a request (its headers, or its body) part way.
+    pub fn request_timeout(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            ErrorKind::ClientError,
+            "The request took too long to arrive.",
+            system_message,
+        )
+    }
+
+    /// 414: the request target is longer than the server reads.
+    pub fn uri_too_long(limit_bytes: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::UriTooLong,
+            ErrorKind::ClientError,
+            "The request address is too long.",
+            format!("The request target exceeds the limit of {limit_bytes} bytes"),
+        )
+        .with_detail("limit_bytes", limit_bytes)
+    }
+
+    /// 431: too many header fields, or too many bytes of them.
+    pub fn headers_too_large(system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::HeadersTooLarge,
+            ErrorKind::ClientError,
+            "The request headers are too large.",
+            system_message,
+        )
+    }
+
     pub fn payload_too_large(limit_bytes: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -311,7 +351,7 @@ impl ApiError {
                 status: e.status.as_u16(),
                 details: e.details.clone(),
                 trace_id: current_request_id().unwrap_or_else(crate::request_id::generate),
-                timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+                timestamp: events::format::rfc3339(Utc::now()),
             },
         }
     }

@@ -68,6 +68,8 @@ async fn body_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
         .map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(DEFAULT_JSON_LIMIT as u64)
+            } else if crate::connection::is_body_timeout(&rejection) {
+                crate::connection::body_timeout_error()
             } else {
                 ApiError::bad_request("The request body could not be read")
             }
@@ -79,6 +81,14 @@ const DEFAULT_JSON_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Parses `bytes`: syntax errors are 400, type errors are 422 naming the field's path.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // JSON text is UTF-8 throughout (RFC 8259). serde_json checks only the strings it reads,
+    // so a field the type ignores could otherwise carry any bytes past us.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(format!(
+            "Malformed JSON: invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        )));
+    }
     // Every body of the contract is an object; serde would otherwise read `[5]` as a struct
     // whose first field is 5.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
@@ -141,5 +151,14 @@ mod tests {
         let e = parse::<Body>(br#"[1]"#).expect_err("not an object");
         assert_eq!(e.status().as_u16(), 422);
         assert!(parse::<Body>(br#"{"unknown": 1}"#).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_400_even_in_an_ignored_field() {
+        let e = parse::<Body>(b"{\"zz\":\"\xff\xfe\"}").expect_err("invalid UTF-8");
+        assert_eq!(e.status().as_u16(), 400);
+        let e = parse::<Body>(b"{\"expires_in_days\":1,\"zz\xc3\":2}").expect_err("in a key");
+        assert_eq!(e.status().as_u16(), 400);
+        assert!(parse::<Body>("{\"zz\":\"d\u{e9}j\u{e0} vu\"}".as_bytes()).is_ok());
     }
 }

@@ -1,7 +1,6 @@
 //! Serving: the layers every API shares, health and metrics routes, graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -16,7 +15,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::error::ErrorEnvelope;
-use crate::{request_id, telemetry, ApiError};
+use crate::{http_limits, request_id, telemetry, ApiError};
 
 /// A readiness probe: `Err` names the dependency that is down.
 pub type ReadyCheck =
@@ -90,7 +89,7 @@ pub async fn metrics() -> String {
 }
 
 /// Wraps an API's routes with what every API does alike: 404 and 405 in the envelope, panics
-/// turned into a 500 envelope, access logs and metrics, and request ids (outermost, so every
+/// turned into a 500 envelope, the contract's limits on a request's head, access logs and metrics, and request ids (outermost, so every
 /// response, even a panic's, carries one).
 pub fn finish(router: Router) -> Router {
     router
@@ -99,6 +98,7 @@ pub fn finish(router: Router) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| -> Response {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        .layer(middleware::from_fn(http_limits::enforce))
         .layer(middleware::from_fn(telemetry::track_http))
         .layer(middleware::from_fn(request_id::propagate))
 }
@@ -111,18 +111,14 @@ pub async fn bind(addr: &str, what: &str) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves `app` until `shutdown` completes, then drains in-flight requests.
+/// Serves `app` until `shutdown` completes, then drains in-flight requests, with the
+/// contract's connection timeouts (see [`crate::connection`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::connection::serve(listener, app, shutdown).await
 }
 
 /// Completes on SIGTERM or Ctrl-C.

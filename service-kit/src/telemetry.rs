@@ -30,6 +30,49 @@ pub fn init_logging() {
         .with_current_span(false)
         .with_span_list(true)
         .try_init();
+    install_panic_hook();
+}
+
+/// Reports a panic as one JSON log line (message, location and, with `RUST_BACKTRACE`, the
+/// backtrace as one string field) instead of the default multi-line text on stderr: every line
+/// of a log stays one JSON object, and a client that can trigger a panic cannot flood the log
+/// with backtraces. The panic itself still unwinds as before (a handler's becomes a 500).
+pub fn install_panic_hook() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            let backtrace = std::backtrace::Backtrace::capture();
+            let backtrace = match backtrace.status() {
+                std::backtrace::BacktraceStatus::Captured => backtrace.to_string(),
+                _ => String::new(),
+            };
+            let thread = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned();
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!(panic = message, location, thread, backtrace, "panicked");
+            } else {
+                let line = serde_json::json!({
+                    "timestamp": chrono::Utc::now().to_rfc3339(),
+                    "level": "ERROR",
+                    "fields": {"message": "panicked", "panic": message, "location": location,
+                               "thread": thread, "backtrace": backtrace},
+                });
+                eprintln!("{line}");
+            }
+        }));
+    });
 }
 
 /// The process's Prometheus recorder, installed on first use.

@@ -8,9 +8,6 @@
 //! Change-notice latencies (create→first 200, revoke→first 404) need the command API and the
 //! projector, and are measured by `stack_latency` when those are present.
 
-#[path = "../tests/query_fixture/mod.rs"]
-mod query_fixture;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,9 +17,10 @@ use axum::routing::get;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use query_api::{App, Settings};
-use query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use tests::nats::PrivateNats;
 use tests::process::{Bin, Service};
+use tests::query::{audio_bytes, QueryEnv, ShareOpts, SIGNING_KEYS};
+use tests::stack::{upload_via_api, ORG, USER};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -65,17 +63,28 @@ async fn run() {
         media_dir: q.media_dir(),
         audit_spool_dir: q.dir.path().join(format!("spool-{cache}-{audit}")),
         audit_spool_max_bytes: 1 << 30,
-        playback_signing_keys: Some(query_fixture::SIGNING_KEYS.to_owned()),
+        playback_signing_keys: Some(SIGNING_KEYS.to_owned()),
         playback_url_ttl: Duration::from_secs(300),
         resolve_rate_per_minute: 1_000_000_000,
         resolve_burst: 1_000_000_000,
+        rate_limit_redis_url: None,
+        rate_limit_redis_timeout: Duration::from_millis(100),
         trusted_proxies: String::new(),
         cache_enabled: cache,
         audit_enabled: audit,
         nats_url: nats.url(),
+        audit_stream_replicas: 1,
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
     };
+
+    // `cargo bench -p tests --bench query_resolve -- limiter`: the shared limiter's cost alone.
+    let only_limiter = std::env::args().skip(1).any(|a| a == "limiter");
+    limiter_cost(&mut rows, &q.db.url, &resolve_path, settings(true, true)).await;
+    if only_limiter {
+        print_table(&rows);
+        return;
+    }
 
     // Hot path against the empty handler, same process, same layers.
     let server = InProcess::start(q.db.url.clone(), settings(true, true)).await;
@@ -192,12 +201,63 @@ async fn run() {
     drop(nats);
     stack_latency(&mut rows).await;
 
+    print_table(&rows);
+}
+
+fn print_table(rows: &[Row]) {
     println!();
     println!("{:<36} {:<28} comparison", "measurement", "value");
     println!("{}", "-".repeat(100));
-    for row in &rows {
+    for row in rows {
         print_row(row);
     }
+}
+
+/// Hot resolves through the Redis limiter (one GCRA script per request on the shared Redis)
+/// against the local governor limiter, interleaved; then both at the same paced rate, for the
+/// latency the round trip adds.
+async fn limiter_cost(rows: &mut Vec<Row>, database_url: &str, resolve_path: &str, base: Settings) {
+    let mut local_settings = base.clone();
+    local_settings.audit_spool_dir = base.audit_spool_dir.with_extension("local-limit");
+    let mut redis_settings = base.clone();
+    redis_settings.audit_spool_dir = base.audit_spool_dir.with_extension("redis-limit");
+    redis_settings.rate_limit_redis_url = Some(tests::redis::shared_url());
+    let local = InProcess::start(database_url.to_owned(), local_settings).await;
+    let redis = InProcess::start(database_url.to_owned(), redis_settings).await;
+    let (mut l, mut r) = (LoadResult::default(), LoadResult::default());
+    for _ in 0..ROUNDS {
+        l.add(load(local.addr, resolve_path, None, PHASE / ROUNDS, None).await);
+        r.add(load(redis.addr, resolve_path, None, PHASE / ROUNDS, None).await);
+    }
+    record(
+        rows,
+        Row(
+            "hot resolve, Redis / local limiter".into(),
+            format!("{:.0} / {:.0} req/s", r.rps(), l.rps()),
+            format!("Redis ÷ local = {:.2} (goal ≥ 0.8)", r.rps() / l.rps()),
+        ),
+    );
+    let pace = l.rps().min(r.rps()) / 2.0;
+    let paced_local = load(local.addr, resolve_path, None, PHASE, Some(pace)).await;
+    let paced_redis = load(redis.addr, resolve_path, None, PHASE, Some(pace)).await;
+    record(
+        rows,
+        Row(
+            format!("limiter latency at {pace:.0} req/s"),
+            format!(
+                "p99 {:.2} / {:.2} ms",
+                paced_redis.percentile(0.99),
+                paced_local.percentile(0.99)
+            ),
+            format!(
+                "Redis adds p50 {:+.3} ms, p99 {:+.3} ms",
+                paced_redis.percentile(0.50) - paced_local.percentile(0.50),
+                paced_redis.percentile(0.99) - paced_local.percentile(0.99)
+            ),
+        ),
+    );
+    local.stop().await;
+    redis.stop().await;
 }
 
 /// The app on its own runtime and thread, as the binary would serve it.
@@ -405,14 +465,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         .env
         .run(
             Bin::CommandApi,
-            &[
-                "admin",
-                "create-key",
-                "--user",
-                query_fixture::USER,
-                "--org",
-                query_fixture::ORG,
-            ],
+            &["admin", "create-key", "--user", USER, "--org", ORG],
         )
         .await;
     let key = String::from_utf8_lossy(&created_key.stdout)
@@ -421,11 +474,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
     let probe = if created_key.status.success() {
         stack
             .http
-            .post(
-                stack
-                    .command
-                    .url(&format!("/v1/music/{}/tracks", query_fixture::ORG)),
-            )
+            .post(stack.command.url(&format!("/v1/music/{}/tracks", ORG)))
             .header("x-api-key", &key)
             .send()
             .await
@@ -445,17 +494,13 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         );
         return;
     }
-    let track = query_fixture::upload_via_api(&stack, &key).await;
+    let track = upload_via_api(&stack, &key).await;
     let apis = [&stack.query, &second];
     let (mut created, mut revoked) = (Vec::new(), Vec::new());
     for i in 0..200 {
-        let link = query_fixture::share_via_api(
-            &stack,
-            &key,
-            &format!("tracks/{track}"),
-            serde_json::json!({}),
-        )
-        .await;
+        let link = stack
+            .share(&key, &format!("tracks/{track}"), serde_json::json!({}))
+            .await;
         let token = link["token"].as_str().expect("token").to_owned();
         let id = link["id"].as_str().expect("id").to_owned();
         let api = apis[i % 2];
@@ -466,11 +511,7 @@ async fn stack_latency(rows: &mut Vec<Row>) {
         let _ = first_status(&stack, other, &token).await;
         let response = stack
             .http
-            .delete(
-                stack
-                    .command
-                    .url(&format!("/v1/music/{}/share/{id}", query_fixture::ORG)),
-            )
+            .delete(stack.command.url(&format!("/v1/music/{}/share/{id}", ORG)))
             .header("x-api-key", &key)
             .send()
             .await

@@ -35,6 +35,29 @@ pub fn wav(rate: u32, samples: &[i16]) -> Vec<u8> {
     out
 }
 
+/// A RIFF/WAVE file, PCM 16-bit, whose header says `rate` and `channels` whatever they are
+/// (0 Hz, 33 channels...), with `frames` frames of silence: for the files a hostile client
+/// sends.
+pub fn wav_declaring(rate: u32, channels: u16, frames: u32) -> Vec<u8> {
+    let block_align = channels.wrapping_mul(2);
+    let data_len = frames.saturating_mul(u32::from(block_align).max(2));
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&rate.wrapping_mul(u32::from(block_align)).to_le_bytes());
+    out.extend_from_slice(&block_align.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.resize(out.len() + data_len as usize, 0);
+    out
+}
+
 /// A WAV tone lasting `millis` at 44.1 kHz.
 pub fn wav_tone_ms(millis: u64) -> Vec<u8> {
     wav(44_100, &tone(44_100, 44_100 * millis / 1000))

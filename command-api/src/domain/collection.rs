@@ -367,6 +367,18 @@ mod tests {
     }
 
     #[test]
+    fn a_description_is_kept_as_sent() {
+        let events = given([])
+            .when(create(Some("Mix"), Some(" for the road ")))
+            .events();
+        let [MusicEvent::CollectionCreated(created)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(created.description.as_deref(), Some(" for the road "));
+        assert_eq!(created.owner_id, owner());
+    }
+
+    #[test]
     fn a_collection_needs_a_name_that_is_not_blank_and_a_short_description() {
         let name = |name: Option<&str>| given([]).when(create(name, None)).rejection();
         assert_eq!(name(None), Rejection::invalid("name", "is required"));

@@ -71,12 +71,12 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
         library_item_id,
     } = command;
     let link = share
-        .filter(|s| s.target_type == TargetType::Track && s.is_live_at(ctx.now, views_used))
+        .filter(|s| s.facts.target_type == TargetType::Track && s.is_live_at(ctx.now, views_used))
         .ok_or(Rejection::DeadLink)?;
-    let track_id = TrackId::parse(&link.target_id).map_err(|_| Rejection::DeadLink)?;
-    if !track
-        .is_some_and(|t| t.imported.track_id == track_id && t.is_live_in(&link.organization_id))
-    {
+    let track_id = TrackId::parse(&link.facts.target_id).map_err(|_| Rejection::DeadLink)?;
+    if !track.is_some_and(|t| {
+        t.imported.track_id == track_id && t.is_live_in(&link.facts.organization_id)
+    }) {
         return Err(Rejection::DeadLink);
     }
     if library.item(&track_id).is_some() {
@@ -86,7 +86,7 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
         library_item_id,
         user_id: ctx.actor.clone(),
         track_id,
-        share_link_id: link.share_id,
+        share_link_id: link.facts.share_id,
     })])
 }
 
@@ -148,6 +148,17 @@ mod tests {
             .by(&member())
             .when(save(link(|_| {}, false), live_track(), 0))
             .then([saved(share_id())]);
+    }
+
+    #[test]
+    fn the_creator_may_save_their_own_shared_track() {
+        let events = given([])
+            .when(save(link(|_| {}, false), live_track(), 0))
+            .events();
+        let [MusicEvent::SharedTrackSaved(saved)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(saved.user_id, owner());
     }
 
     #[test]

@@ -88,23 +88,3 @@ impl From<Rejection> for ApiError {
         }
     }
 }
-
-/// Collects field problems in the order they are found: a 422 names each wrong field once.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<(String, String)>);
-
-impl Problems {
-    pub fn add(&mut self, field: &str, why: impl Into<String>) {
-        if !self.0.iter().any(|(f, _)| f == field) {
-            self.0.push((field.to_owned(), why.into()));
-        }
-    }
-
-    /// `Ok(value)` if nothing was wrong, else the 422 naming every problem.
-    pub fn or<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, Rejection> {
-        match (self.0.is_empty(), value()) {
-            (true, Some(value)) => Ok(value),
-            _ => Err(Rejection::Invalid(self.0)),
-        }
-    }
-}

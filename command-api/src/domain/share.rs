@@ -31,18 +31,9 @@ pub const MAX_EXPIRY_DAYS: i64 = 90;
 /// A share link as decided from its stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShareLink {
-    pub share_id: ShareLinkId,
-    pub token_hash: TokenHash,
-    pub target_type: TargetType,
-    /// A `TrackId` or a `CollectionId`, as `target_type` says.
-    pub target_id: String,
-    pub organization_id: OrganizationId,
-    pub owner_id: UserId,
-    pub visibility: Visibility,
-    /// `None`: never expires.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// `None`: unlimited.
-    pub max_views: Option<u32>,
+    /// What `ShareCreated` recorded, as it stands now: later changes to a link's settings or
+    /// token update these facts in place.
+    pub facts: ShareCreated,
     pub created_at: DateTime<Utc>,
     pub revoked: bool,
 }
@@ -50,7 +41,7 @@ pub struct ShareLink {
 impl ShareLink {
     /// In `org` and created by `actor`: who may change a link (revoked or not).
     pub fn is_owned_by(&self, org: &OrganizationId, actor: &UserId) -> bool {
-        &self.organization_id == org && &self.owner_id == actor
+        &self.facts.organization_id == org && &self.facts.owner_id == actor
     }
 
     /// Whether the link opens at `now`, having been opened `views_used` times (only the query
@@ -58,8 +49,11 @@ impl ShareLink {
     /// one judge of a link.
     pub fn is_live_at(&self, now: DateTime<Utc>, views_used: u64) -> bool {
         !self.revoked
-            && self.expires_at.is_none_or(|at| now < at)
-            && self.max_views.is_none_or(|max| views_used < u64::from(max))
+            && self.facts.expires_at.is_none_or(|at| now < at)
+            && self
+                .facts
+                .max_views
+                .is_none_or(|max| views_used < u64::from(max))
     }
 }
 
@@ -70,16 +64,8 @@ pub fn from_history(history: &[Recorded]) -> Option<ShareLink> {
 /// Applies one event; events a share link does not know leave it as it was.
 pub fn evolve(state: Option<ShareLink>, recorded: &Recorded) -> Option<ShareLink> {
     match (&recorded.event, state) {
-        (MusicEvent::ShareCreated(c), _) => Some(ShareLink {
-            share_id: c.share_id.clone(),
-            token_hash: c.token_hash.clone(),
-            target_type: c.target_type,
-            target_id: c.target_id.clone(),
-            organization_id: c.organization_id.clone(),
-            owner_id: c.owner_id.clone(),
-            visibility: c.visibility,
-            expires_at: c.expires_at,
-            max_views: c.max_views,
+        (MusicEvent::ShareCreated(created), _) => Some(ShareLink {
+            facts: created.clone(),
             created_at: recorded.occurred_at,
             revoked: false,
         }),
@@ -521,6 +507,36 @@ mod tests {
                 "collection_id",
                 collection_id().as_str(),
             ));
+    }
+
+    #[test]
+    fn a_removed_or_foreign_collection_cannot_be_shared() {
+        let removed = collection::from_history(&given::recorded([
+            collection_created(),
+            MusicEvent::ContentRemoved(ContentRemoved {
+                target_type: TargetType::Collection,
+                target_id: collection_id().to_string(),
+                organization_id: org(),
+            }),
+        ]));
+        let live = collection::from_history(&given::recorded([collection_created()]));
+        for (org, state) in [(org(), removed), (other_org(), live), (org(), None)] {
+            given([])
+                .when(ShareCommand::Create(CreateShare {
+                    org,
+                    target: ShareTarget::Collection {
+                        id: collection_id(),
+                        state,
+                    },
+                    share_id: share_id(),
+                    token_hash: token_hash(),
+                    body: body("{}"),
+                }))
+                .then(Rejection::not_found(
+                    "collection_id",
+                    collection_id().as_str(),
+                ));
+        }
     }
 
     #[test]

@@ -298,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn instrumental_and_the_licence_class_are_read_trimmed() {
+        let form = TrackForm {
+            instrumental: Some(" false\n".into()),
+            licence_class: Some(" commercial_cleared ".into()),
+            ..valid_form()
+        };
+        let events = given([]).when(import(form, measured())).events();
+        let MusicEvent::TrackImported(imported) = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert!(!imported.instrumental);
+        assert_eq!(imported.licence_class, LicenceClass::CommercialCleared);
+    }
+
+    #[test]
     fn each_wrong_field_is_named_once_and_sorted() {
         let form = TrackForm {
             title: Some(" \u{3000}".into()),

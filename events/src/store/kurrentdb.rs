@@ -122,18 +122,7 @@ impl KurrentDbEventStore {
             Some(event) => (event.revision + 1, position_of(event)?),
             None => (0, 0),
         };
-        let matches = match expected {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => version == 0,
-            ExpectedVersion::Exact(v) => version == v,
-        };
-        if !matches {
-            return Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-                actual: version,
-            });
-        }
+        expected.check(stream, version)?;
         Ok(AppendOutcome {
             stream_version: version,
             last_position: position,

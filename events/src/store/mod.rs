@@ -1,4 +1,5 @@
-//! The event store: one abstraction, two backends.
+//! The event store: one abstraction, two backends for operators (PostgreSQL, KurrentDB) and one
+//! in memory for tests (feature `memory`).
 //!
 //! The contract every backend keeps (and `tests/tests/event_store.rs` checks):
 //! - an append to a stream names the version it expects; a stale expectation is
@@ -19,6 +20,9 @@ pub mod postgres;
 
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
+
+#[cfg(feature = "memory")]
+pub mod memory;
 
 /// A place in the global log. 0 is before the first event; positions grow strictly along the log
 /// but need not be dense (KurrentDB's are byte offsets).
@@ -42,6 +46,27 @@ impl ExpectedVersion {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exact(version)
+        }
+    }
+}
+
+impl ExpectedVersion {
+    /// `Ok` if a stream of `actual` events meets this expectation, else the conflict, for the
+    /// backends that check it themselves.
+    pub fn check(self, stream: &StreamId, actual: u64) -> Result<(), StoreError> {
+        let met = match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(version) => actual == version,
+        };
+        if met {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected: self,
+                actual,
+            })
         }
     }
 }

@@ -80,7 +80,11 @@ pub async fn status(pool: &PgPool, nats_url: &str) -> anyhow::Result<String> {
     let position = writer::read_position(&mut conn, writer::LIVE).await?;
     let rebuild = writer::read_position(&mut conn, writer::REBUILD).await?;
     let last = async {
-        let client = async_nats::connect(nats_url).await.ok()?;
+        let servers = service_kit::nats::servers(nats_url).ok()?;
+        let client = service_kit::nats::options("projector-status")
+            .connect(servers)
+            .await
+            .ok()?;
         stream_last_sequence(&jetstream::new(client)).await.ok()
     };
     let last = tokio::time::timeout(Duration::from_secs(3), last)

@@ -98,7 +98,9 @@ pub async fn run(
     };
     drop(conn);
 
-    let client = async_nats::connect(nats_url)
+    let servers = service_kit::nats::servers(nats_url).map_err(anyhow::Error::msg)?;
+    let client = service_kit::nats::options("projector-analytics-rebuild")
+        .connect(servers)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach NATS at {nats_url}: {e}"))?;
     let js = jetstream::new(client);

@@ -54,6 +54,10 @@ pub struct Publisher {
     in_doubt: Option<InDoubt>,
     /// In-doubt events found stored in the stream: delivered, not to be sent again.
     found: HashSet<Uuid>,
+    /// `AUDIT_STREAM_REPLICAS`: the copies of the stream if we create it.
+    replicas: usize,
+    /// Whether the stream's replica count has been checked against `replicas` yet.
+    replicas_reported: bool,
 }
 
 /// Spool sequences `from..=to` were sent when NATS failed, `at` (unix ms); `floor_seq` is the
@@ -67,7 +71,7 @@ struct InDoubt {
 }
 
 impl Publisher {
-    pub fn new(client: Client, spool: Spool, pool: PgPool) -> Self {
+    pub fn new(client: Client, spool: Spool, pool: PgPool, replicas: usize) -> Self {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(ACK_TIMEOUT);
         let in_doubt = read_in_doubt(&spool);
@@ -80,6 +84,8 @@ impl Publisher {
             spool,
             window: None,
             found: HashSet::new(),
+            replicas,
+            replicas_reported: false,
         }
     }
 
@@ -87,6 +93,15 @@ impl Publisher {
     /// delivered. With NATS unreachable it waits up to [`STOP_GRACE`] for it to return, then
     /// leaves the rest in the spool (on disk, for the next instance on this slot).
     pub async fn run(mut self, mut rx: mpsc::Receiver<AuditEvent>, stop: CancellationToken) {
+        // Meet the stream at start (and say if its replica count is not the configured one),
+        // not only with the first event; NATS may take a moment, or be down (then later).
+        for _ in 0..20 {
+            if self.client.connection_state() == State::Connected {
+                self.is_up().await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let mut fresh: Vec<AuditEvent> = Vec::with_capacity(BATCH);
         // Set once stopping: past it, an unreachable NATS is not waited for any longer.
         let mut give_up_at: Option<tokio::time::Instant> = None;
@@ -157,8 +172,12 @@ impl Publisher {
         if self.window.is_some() {
             return true;
         }
-        match ensure_stream(&self.js).await {
+        match ensure_stream(&self.js, self.replicas).await {
             Ok(info) => {
+                if !self.replicas_reported {
+                    self.replicas_reported = true;
+                    report_replicas(&info, self.replicas);
+                }
                 self.window = Some(info.config.duplicate_window);
                 self.floor_seq = self.floor_seq.max(info.state.last_sequence);
                 true
@@ -428,15 +447,42 @@ fn read_in_doubt(spool: &Spool) -> Option<InDoubt> {
     })
 }
 
-/// The audit stream, created if missing (only 2.9 features: a plain file-backed stream).
-pub async fn ensure_stream(js: &jetstream::Context) -> anyhow::Result<stream::Info> {
+/// The audit stream, created with `replicas` copies if missing (only 2.9 features: a plain
+/// file-backed stream). An existing stream is used as it is, whatever its replica count.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> anyhow::Result<stream::Info> {
     let mut stream = js
         .get_or_create_stream(stream::Config {
             name: STREAM.to_owned(),
             subjects: vec![STREAM_SUBJECTS.to_owned()],
             storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
             ..Default::default()
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the audit stream {STREAM} with {replicas} replica(s): {e}"
+            )
+        })?;
     Ok(stream.info().await?.clone())
+}
+
+/// Says at start when the audit stream's replica count is not the configured one: the stream
+/// is kept as it is (changing it is an operator's decision), but never silently.
+pub fn report_replicas(info: &stream::Info, wanted: usize) {
+    let actual = info.config.num_replicas.max(1);
+    if actual != wanted.max(1) {
+        tracing::warn!(
+            stream = STREAM,
+            replicas = actual,
+            configured = wanted,
+            "the audit stream exists with another replica count than AUDIT_STREAM_REPLICAS; \
+             it is kept as it is (change it with `nats stream edit`)"
+        );
+    } else {
+        tracing::info!(stream = STREAM, replicas = actual, "audit stream ready");
+    }
 }

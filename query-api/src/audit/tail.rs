@@ -88,12 +88,14 @@ pub fn parse_since(raw: &str) -> Result<Duration, String> {
 /// The window a summary covers when none is given.
 pub const DEFAULT_SUMMARY_WINDOW: Duration = Duration::from_secs(3600);
 
-pub async fn run(nats_url: &str, options: &Options) -> anyhow::Result<()> {
-    let client = async_nats::connect(nats_url)
+pub async fn run(nats_url: &str, replicas: usize, options: &Options) -> anyhow::Result<()> {
+    let servers = service_kit::nats::servers(nats_url).map_err(anyhow::Error::msg)?;
+    let client = service_kit::nats::options("query-api audit tail")
+        .connect(servers)
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach NATS at {nats_url}: {e}"))?;
     let js = jetstream::new(client.clone());
-    let info = ensure_stream(&js).await?;
+    let info = ensure_stream(&js, replicas).await?;
     let stream = js.get_stream(super::STREAM).await?;
     let since = match (options.since, options.summary && !options.from_start) {
         (Some(since), _) => Some(since),

@@ -2,9 +2,9 @@
 //! styles), 404 for anyone outside the organization or not the creator on every route, 403 only
 //! for another member deleting a track, and the envelope for unknown routes and methods.
 
-use crate::command_support::{expect_error, expect_json, new_org, new_user, Api, TrackForm};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use tests::command::{expect_error, expect_json, new_org, new_user, CommandApi, TrackForm};
 
 /// One request: method, path, and a JSON body (or `None`).
 struct Call {
@@ -18,7 +18,7 @@ impl Call {
         Call { method, path, body }
     }
 
-    async fn send(&self, api: &Api, auth: Auth<'_>) -> reqwest::Response {
+    async fn send(&self, api: &CommandApi, auth: Auth<'_>) -> reqwest::Response {
         let mut request = api.http.request(self.method.clone(), api.url(&self.path));
         request = match auth {
             Auth::None => request,
@@ -48,7 +48,7 @@ enum Auth<'a> {
     Raw(&'static str, &'a str),
 }
 
-async fn event_count(api: &Api) -> i64 {
+async fn event_count(api: &CommandApi) -> i64 {
     let pool = api.pool().await;
     let n = sqlx::query_scalar("SELECT count(*) FROM event_store.events")
         .fetch_one(&pool)
@@ -60,7 +60,7 @@ async fn event_count(api: &Api) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_401_404_and_403_as_the_contract_says() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (owner, member, outsider) = (new_user(), new_user(), new_user());
     let (org, other_org) = (new_org(), new_org());
     let owner_key = api.key(&owner, &[&org]).await;
@@ -225,7 +225,7 @@ async fn every_route_answers_401_404_and_403_as_the_contract_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_ids_unknown_routes_and_wrong_methods_answer_in_the_envelope() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let track = api.track(&key, &org).await;
@@ -326,7 +326,7 @@ async fn malformed_ids_unknown_routes_and_wrong_methods_answer_in_the_envelope()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_create_key_prints_only_the_key_and_refuses_bad_ids() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org, second) = (new_user(), new_org(), new_org());
     let output = api
         .env

@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tests::command::{assert_timestamp, expect_error, expect_json, new_org, new_user, CommandApi};
 
 /// The collection's order as its stream decides it: replays the events the way the contract
 /// describes them.
-async fn order_from_events(api: &Api, collection: &str) -> Vec<String> {
+async fn order_from_events(api: &CommandApi, collection: &str) -> Vec<String> {
     let mut order: Vec<String> = Vec::new();
     for (event_type, payload, _, _) in api.events(&format!("collection-{collection}")).await {
         match event_type.as_str() {
@@ -34,7 +34,7 @@ async fn order_from_events(api: &Api, collection: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_is_created_filled_reordered_emptied_and_deleted() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let base = format!("/v1/music/{org}/collections");
@@ -291,7 +291,7 @@ async fn a_collection_is_created_filled_reordered_emptied_and_deleted() {
 }
 
 /// Adds every track to the collection at once; a client retries a 503 as told.
-async fn add_all_at_once(api: &Api, urls: &[String], key: &str, tracks: &[String]) {
+async fn add_all_at_once(api: &CommandApi, urls: &[String], key: &str, tracks: &[String]) {
     let adds = tracks.iter().enumerate().map(|(i, track)| {
         let url = urls[i % urls.len()].clone();
         let http = api.http.clone();
@@ -328,7 +328,7 @@ fn assert_each_once(order: &[String], tracks: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_adds_to_one_collection_all_land_once() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let collection = api.collection(&key, &org).await;
@@ -349,7 +349,7 @@ async fn fifty_parallel_adds_to_one_collection_all_land_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_between_two_processes_are_retried_and_nothing_lands_twice() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let second = api.start_another().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;

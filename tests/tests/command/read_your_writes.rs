@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::command_support::{expect_json, new_org, new_user, Api};
 use events::notice::{self, ChangeNotice};
 use reqwest::StatusCode;
 use serde_json::json;
+use tests::command::{expect_json, new_org, new_user, CommandApi};
 
 /// Publishes a heartbeat at `position` every 100 ms until `stop` is set.
 fn stand_in_projector(
@@ -29,7 +29,7 @@ fn stand_in_projector(
     })
 }
 
-async fn head(api: &Api) -> u64 {
+async fn head(api: &CommandApi) -> u64 {
     let pool = api.pool().await;
     let head: i64 =
         sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM event_store.events")
@@ -43,7 +43,7 @@ async fn head(api: &Api) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_answers_once_the_projector_has_its_event() {
     let namespace = format!("ryw_{}", uuid::Uuid::new_v4().simple());
-    let api = Api::start_with(|env| {
+    let api = CommandApi::start_with(|env| {
         env.set("NOTICE_NAMESPACE", namespace.clone());
         env.set("READ_YOUR_WRITES_TIMEOUT_MS", "30000");
     })
@@ -150,7 +150,7 @@ async fn a_command_answers_once_the_projector_has_its_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_api_serves_without_nats() {
     let unreachable = format!("nats://127.0.0.1:{}", tests::nats::free_port());
-    let api = Api::start_with(|env| {
+    let api = CommandApi::start_with(|env| {
         env.set("NATS_URL", unreachable);
     })
     .await;

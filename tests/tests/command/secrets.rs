@@ -2,11 +2,11 @@
 //! raw API key appears in any table (every text and JSON column of every schema), any event, or
 //! any log line the service wrote. Their hashes do appear, which shows the search can find things.
 
-use crate::command_support::{expect_json, new_org, new_user, Api};
 use reqwest::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tests::command::{expect_json, new_org, new_user, CommandApi};
 
 /// Where `needle` occurs: `schema.table.column` for every text-like column that contains it.
 async fn found_in_tables(pool: &PgPool, needle: &str) -> Vec<String> {
@@ -42,7 +42,7 @@ async fn found_in_tables(pool: &PgPool, needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_raw_token_or_key_is_kept_anywhere() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (owner, org) = (new_user(), new_org());
     let owner_key = api.key(&owner, &[&org]).await;
     let saver = new_user();

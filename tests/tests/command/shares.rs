@@ -1,7 +1,6 @@
 //! Share links over HTTP: creating them exactly as the source pages say, every invalid body,
 //! revoking idempotently, and saving a shared track (with every kind of dead link).
 
-use crate::command_support::{assert_timestamp, expect_error, expect_json, new_org, new_user, Api};
 use chrono::{Duration, Utc};
 use events::event::{ShareCreated, TargetType, Visibility};
 use events::ids::{OrganizationId, ShareLinkId, UserId};
@@ -10,10 +9,11 @@ use events::{EventMetadata, EventStore, ExpectedVersion, MusicEvent, NewEvent, S
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tests::command::{assert_timestamp, expect_error, expect_json, new_org, new_user, CommandApi};
 
 const BASE_URL: &str = "https://share.example.test";
 
-async fn share(api: &Api, key: &str, path: &str, body: Option<Value>) -> reqwest::Response {
+async fn share(api: &CommandApi, key: &str, path: &str, body: Option<Value>) -> reqwest::Response {
     match body {
         Some(body) => api.post_json(key, path, body).await,
         None => api.post_empty(key, path).await,
@@ -22,7 +22,7 @@ async fn share(api: &Api, key: &str, path: &str, body: Option<Value>) -> reqwest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_links_are_created_as_the_source_pages_say() {
-    let api = Api::start_with(|env| {
+    let api = CommandApi::start_with(|env| {
         env.set("PUBLIC_BASE_URL", format!("{BASE_URL}/"));
     })
     .await;
@@ -205,7 +205,7 @@ async fn share_links_are_created_as_the_source_pages_say() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_share_bodies_are_refused() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let track = api.track(&key, &org).await;
@@ -316,7 +316,7 @@ async fn invalid_share_bodies_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_is_idempotent() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let track = api.track(&key, &org).await;
@@ -353,7 +353,7 @@ async fn revoking_is_idempotent() {
 }
 
 /// Appends a share that expired yesterday (no route can create one) and indexes its token.
-async fn expired_share(api: &Api, track: &str, org: &str, owner: &str) -> String {
+async fn expired_share(api: &CommandApi, track: &str, org: &str, owner: &str) -> String {
     let pool = api.pool().await;
     let store = events::store::postgres::PostgresEventStore::new(pool.clone());
     let token = ShareToken::generate();
@@ -393,7 +393,7 @@ async fn expired_share(api: &Api, track: &str, org: &str, owner: &str) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_a_shared_track_adds_one_edge_and_dead_links_are_404() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (owner, org) = (new_user(), new_org());
     let owner_key = api.key(&owner, &[&org]).await;
     let track = api.track(&owner_key, &org).await;

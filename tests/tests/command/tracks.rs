@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::command_support::{
-    assert_timestamp, expect_error, expect_json, new_org, new_user, Api, TrackForm,
-};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
+use tests::command::{
+    assert_timestamp, expect_error, expect_json, new_org, new_user, CommandApi, TrackForm,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every file under `dir`, recursively (empty if it does not exist).
@@ -28,7 +28,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-async fn track_imports(api: &Api) -> i64 {
+async fn track_imports(api: &CommandApi) -> i64 {
     let pool = api.pool().await;
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM event_store.events WHERE event_type = 'TrackImported'",
@@ -42,7 +42,7 @@ async fn track_imports(api: &Api) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_measures_wav_and_flac_and_answers_the_track_object() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
 
@@ -183,7 +183,7 @@ async fn import_measures_wav_and_flac_and_answers_the_track_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_invalid_field_is_a_422_naming_it() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
 
@@ -249,7 +249,7 @@ async fn each_invalid_field_is_a_422_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_uploads_are_400() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let url = api.url(&format!("/v1/music/{org}/tracks"));
@@ -296,7 +296,7 @@ async fn malformed_uploads_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_over_the_limit_are_413_and_leave_nothing() {
     const LIMIT: usize = 64 * 1024;
-    let api = Api::start_with(|env| {
+    let api = CommandApi::start_with(|env| {
         env.set("MAX_UPLOAD_BYTES", LIMIT.to_string());
     })
     .await;
@@ -349,7 +349,7 @@ async fn uploads_over_the_limit_are_413_and_leave_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_cut_off_midway_leaves_no_track_and_no_file() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
 
@@ -421,7 +421,7 @@ async fn an_upload_cut_off_midway_leaves_no_track_and_no_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_creator_deletes_a_track_once() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     let id = api.track(&key, &org).await;
@@ -462,7 +462,7 @@ async fn the_creator_deletes_a_track_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_and_ogg_vorbis_are_measured_by_decoding() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let (user, org) = (new_user(), new_org());
     let key = api.key(&user, &[&org]).await;
     for (bytes, name, content_type) in [

@@ -2,42 +2,20 @@
 //! (naming the event, applying nothing past it); `replay` prints a stream upcast; `status`
 //! prints checkpoint, head and lag.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use events::event::TargetType;
 use events::licence::LicenceClass;
-use events::store::postgres::PostgresEventStore;
-use events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use events::{ExpectedVersion, NewEvent, StreamId};
 use serde_json::{json, Value};
-use sqlx::PgPool;
-use tests::db::TestDb;
+use tests::app::TestApp;
 use tests::log::{self, at};
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::process::Bin;
 use tests::read_model::checkpoint;
 use uuid::Uuid;
 
-struct World {
-    _db: TestDb,
-    dir: tempfile::TempDir,
-    env: ServiceEnv,
-    pool: PgPool,
-    store: Arc<dyn EventStore>,
-}
-
-async fn world() -> World {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
-    let pool = db.pool().await;
-    let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
-    World {
-        _db: db,
-        dir,
-        env,
-        pool,
-        store,
-    }
+async fn world() -> TestApp {
+    TestApp::builder().build().await
 }
 
 fn raw(event_type: &str, schema_version: i32, payload: Value) -> NewEvent {
@@ -72,8 +50,7 @@ async fn stops_at(bad: NewEvent, expected_reason: &str) {
     let after = log::track("After", LicenceClass::Unclear);
     log::append(store, after.clone(), at(2)).await;
 
-    let mut projector =
-        Service::start(Bin::Projector, &w.env, &w.dir.path().join("logs"), &[]).await;
+    let mut projector = w.spawn(Bin::Projector).await;
     let status = projector
         .wait(Duration::from_secs(30))
         .await
@@ -115,7 +92,7 @@ async fn stops_at(bad: NewEvent, expected_reason: &str) {
     );
 
     // A restart does not skip it either.
-    let mut again = Service::start(Bin::Projector, &w.env, &w.dir.path().join("logs"), &[]).await;
+    let mut again = w.spawn(Bin::Projector).await;
     let status = again
         .wait(Duration::from_secs(30))
         .await
@@ -289,8 +266,7 @@ async fn status_prints_checkpoint_head_and_lag() {
         format!("checkpoint: 0\nhead: {head}\nlag: {head}\n")
     );
 
-    let mut projector =
-        Service::start(Bin::Projector, &w.env, &w.dir.path().join("logs"), &[]).await;
+    let mut projector = w.spawn(Bin::Projector).await;
     tests::read_model::wait_for_checkpoint(&w.pool, head, Duration::from_secs(30)).await;
     projector.terminate();
     // Gone before the next event, or it would still project it while shutting down.

@@ -3,33 +3,29 @@
 //! models. Every event must be applied exactly once: none skipped (the late one included), none
 //! applied by both projectors.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use events::event::TargetType;
 use events::licence::LicenceClass;
-use events::store::postgres::PostgresEventStore;
-use events::{EventStore, MusicEvent};
+use events::MusicEvent;
 use sqlx::{Connection, PgConnection};
-use tests::db::TestDb;
+use tests::app::TestApp;
 use tests::log::{self, at};
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::process::Bin;
 use tests::read_model::{checksums, metric, wait_for_checkpoint};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_is_applied_exactly_once_under_32_writers_and_a_late_commit() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
-    env.set("PROJECTOR_BATCH_SIZE", "50");
-    let logs = dir.path().join("logs");
+    let app = TestApp::builder()
+        .env("PROJECTOR_BATCH_SIZE", "50")
+        .build()
+        .await;
     let projectors = [
-        Service::start(Bin::Projector, &env, &logs, &[]).await,
-        Service::start(Bin::Projector, &env, &logs, &[]).await,
+        app.spawn(Bin::Projector).await,
+        app.spawn(Bin::Projector).await,
     ];
-    let pool = db.pool().await;
-    let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
+    let (pool, store) = (app.pool.clone(), app.store.clone());
 
     let writers = 32;
     let per_writer = tests::scale(100);
@@ -69,7 +65,7 @@ async fn every_event_is_applied_exactly_once_under_32_writers_and_a_late_commit(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let late = log::share(TargetType::Track, "mtrack_0123456789ab");
     let late_event = MusicEvent::ShareCreated(late.clone());
-    let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+    let mut conn = PgConnection::connect(&app.db.url).await.expect("connect");
     let mut tx = conn.begin().await.expect("begin");
     sqlx::query(
         "SELECT * FROM event_store.append_batch(ARRAY[$1], ARRAY[-1::bigint], ARRAY[1], \
@@ -164,7 +160,7 @@ async fn every_event_is_applied_exactly_once_under_32_writers_and_a_late_commit(
 
     // And the whole is what one pass over the log builds.
     let live = checksums(&pool, "read_model").await;
-    let output = env.run(Bin::Projector, &["rebuild"]).await;
+    let output = app.env.run(Bin::Projector, &["rebuild"]).await;
     assert!(
         output.status.success(),
         "{}",

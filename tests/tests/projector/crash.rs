@@ -7,17 +7,18 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use sqlx::PgPool;
-use tests::db::TestDb;
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::app::TestApp;
+use tests::process::{Bin, ServiceEnv};
 use tests::read_model::{checkpoint, checksums, indexes, wait_for_checkpoint};
 
-async fn log_of(len: usize) -> (TestDb, PgPool, u64) {
-    let db = TestDb::new().await;
-    let pool = db.pool().await;
-    let head = tests::log::copy_into_log(&pool, &tests::log::synthetic(len, 7))
+/// A fresh app whose log holds `len` synthetic events (copied in: nobody else appends to it),
+/// and the log's head.
+async fn log_of(len: usize) -> (TestApp, u64) {
+    let app = TestApp::builder().build().await;
+    let head = tests::log::copy_into_log(&app.pool, &tests::log::synthetic(len, 7))
         .await
         .expect("write the synthetic log");
-    (db, pool, head)
+    (app, head)
 }
 
 /// Runs `projector rebuild` to completion and returns its stdout.
@@ -42,9 +43,9 @@ async fn rebuild_checkpoint(pool: &PgPool) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
-    let (db, pool, head) = log_of(tests::scale(100_000)).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    let (mut app, head) = log_of(tests::scale(100_000)).await;
+    let pool = app.pool.clone();
+    let env = &mut app.env;
     // Some forty commits per rebuild, whatever the scale: room for kills between them.
     env.set(
         "PROJECTOR_REBUILD_BATCH_SIZE",
@@ -52,7 +53,7 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
     );
 
     let started = Instant::now();
-    let summary = rebuild(&env).await;
+    let summary = rebuild(env).await;
     let uninterrupted = started.elapsed();
     assert!(
         summary.contains(&format!("up to position {head}")),
@@ -144,17 +145,15 @@ async fn a_rebuild_killed_at_random_moments_resumes_to_the_same_read_models() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_projector_killed_at_random_moments_neither_skips_nor_repeats() {
-    let (db, pool, head) = log_of(tests::scale(100_000)).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    let (mut app, head) = log_of(tests::scale(100_000)).await;
+    let pool = app.pool.clone();
     // Small batches: many commits to land a kill between.
-    env.set("PROJECTOR_BATCH_SIZE", "211");
-    let logs = dir.path().join("logs");
+    app.env.set("PROJECTOR_BATCH_SIZE", "211");
 
     let mut rng = rand::rng();
     let mut checkpoints = Vec::new();
     for _ in 0..6 {
-        let projector = Service::start(Bin::Projector, &env, &logs, &[]).await;
+        let projector = app.spawn(Bin::Projector).await;
         // Kill once it has passed a random point of what is left, a random few milliseconds
         // later: anywhere in the life of a batch (reading, applying, committing, notifying).
         let from = checkpoint(&pool, "read_model").await;
@@ -174,11 +173,11 @@ async fn a_live_projector_killed_at_random_moments_neither_skips_nor_repeats() {
         checkpoints.iter().any(|&c| c > 0 && c < head),
         "no kill landed mid-projection ({checkpoints:?} of {head}); the test proved nothing"
     );
-    let _projector = Service::start(Bin::Projector, &env, &logs, &[]).await;
+    let _projector = app.spawn(Bin::Projector).await;
     wait_for_checkpoint(&pool, head, Duration::from_secs(300)).await;
     let live = checksums(&pool, "read_model").await;
 
     // What one uninterrupted pass over the same log builds.
-    rebuild(&env).await;
+    rebuild(&app.env).await;
     assert_eq!(checksums(&pool, "read_model").await, live);
 }

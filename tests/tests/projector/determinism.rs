@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use events::event::TargetType;
 use events::licence::LicenceClass;
-use events::store::postgres::PostgresEventStore;
-use events::EventStore;
 use sqlx::{Connection, PgConnection};
-use tests::db::TestDb;
+use tests::app::TestApp;
 use tests::log::{self, at};
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::process::Bin;
 use tests::read_model::{checkpoint, checksums, indexes, wait_for_checkpoint};
 
 async fn oid(pool: &sqlx::PgPool) -> i64 {
@@ -25,14 +23,13 @@ async fn oid(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_on_a_live_system_reproduces_the_live_read_models() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
     // Batches of 7 live, against 10 000 in the rebuild: different cuts, same result.
-    env.set("PROJECTOR_BATCH_SIZE", "7");
-    let _projector = Service::start(Bin::Projector, &env, &dir.path().join("logs"), &[]).await;
-    let pool = db.pool().await;
-    let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
+    let app = TestApp::builder()
+        .env("PROJECTOR_BATCH_SIZE", "7")
+        .build()
+        .await;
+    let _projector = app.spawn(Bin::Projector).await;
+    let (pool, store) = (app.pool.clone(), app.store.clone());
 
     // The log grows while the projector runs: synthetic chunks, and appends through the store.
     let synthetic = log::synthetic(tests::scale(8_000), 11);
@@ -58,7 +55,7 @@ async fn a_rebuild_on_a_live_system_reproduces_the_live_read_models() {
     let reading = Arc::new(AtomicBool::new(true));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {
-        let (url, reading, reads) = (db.url.clone(), reading.clone(), reads.clone());
+        let (url, reading, reads) = (app.db.url.clone(), reading.clone(), reads.clone());
         let token_hash: String =
             sqlx::query_scalar("SELECT token_hash FROM read_model.share_links LIMIT 1")
                 .fetch_one(&pool)
@@ -86,7 +83,7 @@ async fn a_rebuild_on_a_live_system_reproduces_the_live_read_models() {
         })
     };
 
-    let output = env.run(Bin::Projector, &["rebuild"]).await;
+    let output = app.env.run(Bin::Projector, &["rebuild"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

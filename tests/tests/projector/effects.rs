@@ -2,39 +2,28 @@
 //! projector process runs (with small batches, so effects meet both inside a batch and across
 //! batches).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
 use events::licence::LicenceClass;
-use events::store::postgres::PostgresEventStore;
-use events::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use events::{ExpectedVersion, NewEvent, StreamId};
 use serde_json::json;
 use sqlx::{PgPool, Row};
-use tests::db::TestDb;
+use tests::app::TestApp;
 use tests::log::{self, at};
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::process::{Bin, Service};
 use tests::read_model::wait_for_checkpoint;
 use uuid::Uuid;
 
-async fn start(
-    batch_size: &str,
-) -> (
-    TestDb,
-    tempfile::TempDir,
-    Service,
-    PgPool,
-    Arc<dyn EventStore>,
-) {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
-    env.set("PROJECTOR_BATCH_SIZE", batch_size);
-    let projector = Service::start(Bin::Projector, &env, &dir.path().join("logs"), &[]).await;
-    let pool = db.pool().await;
-    let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
-    (db, dir, projector, pool, store)
+/// The projector running with batches of `batch_size` on a fresh app.
+async fn start(batch_size: &str) -> (TestApp, Service) {
+    let app = TestApp::builder()
+        .env("PROJECTOR_BATCH_SIZE", batch_size)
+        .build()
+        .await;
+    let projector = app.spawn(Bin::Projector).await;
+    (app, projector)
 }
 
 async fn membership(pool: &PgPool, collection: &str) -> Vec<(i32, String)> {
@@ -58,7 +47,8 @@ async fn stamp(pool: &PgPool, sql: &str, id: &str) -> Option<DateTime<Utc>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_type_shapes_the_read_models() {
-    let (_db, _dir, projector, pool, store) = start("3").await;
+    let (app, projector) = start("3").await;
+    let (pool, store) = (app.pool.clone(), app.store.clone());
     let store = store.as_ref();
 
     // Tracks, one per licence class: every column of the track view, with catalogue facts.
@@ -354,7 +344,8 @@ async fn every_event_type_shapes_the_read_models() {
 /// nothing (first wins), whether they arrive in the same batch or a later one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_creations_keep_the_first() {
-    let (_db, _dir, _projector, pool, store) = start("500").await;
+    let (app, _projector) = start("500").await;
+    let (pool, store) = (app.pool.clone(), app.store.clone());
     let store = store.as_ref();
     let t = log::track("Original", LicenceClass::PersonalOnly);
     let s = log::share(TargetType::Track, t.track_id.as_str());

@@ -2,69 +2,38 @@
 //! change, naming every share link whose view changed; heartbeats while idle; a `rebuilt`
 //! notice after a rebuild; and projection that carries on while NATS is down.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use events::event::TargetType;
 use events::licence::LicenceClass;
 use events::notice::{self, ChangeNotice};
 use events::share_token::TokenHash;
-use events::store::postgres::PostgresEventStore;
-use events::EventStore;
 use futures::StreamExt;
-use sqlx::PgPool;
-use tests::db::TestDb;
+use tests::app::TestApp;
 use tests::log::{self, at};
 use tests::nats::PrivateNats;
-use tests::process::{Bin, Service, ServiceEnv};
+use tests::process::{Bin, Service};
 use tests::read_model::{checkpoint, wait_for_checkpoint};
 
-struct World {
-    db: TestDb,
-    dir: tempfile::TempDir,
-    env: ServiceEnv,
-    pool: PgPool,
-    store: Arc<dyn EventStore>,
+async fn world(nats_url: &str) -> TestApp {
+    TestApp::builder().nats(nats_url).build().await
 }
 
-async fn world(nats_url: &str) -> World {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let env = ServiceEnv::new(&db, nats_url, dir.path());
-    let pool = db.pool().await;
-    let store: Arc<dyn EventStore> = Arc::new(PostgresEventStore::new(pool.clone()));
-    World {
-        db,
-        dir,
-        env,
-        pool,
-        store,
-    }
+async fn projector(w: &TestApp) -> Service {
+    w.spawn(Bin::Projector).await
 }
 
-impl World {
-    async fn projector(&self) -> Service {
-        Service::start(
-            Bin::Projector,
-            &self.env,
-            &self.dir.path().join("logs"),
-            &[],
-        )
+/// Notices of `w`'s namespace (the database name, by default).
+async fn listen(w: &TestApp, nats_url: &str) -> async_nats::Subscriber {
+    let client = async_nats::connect(nats_url)
         .await
-    }
-
-    /// Notices of this world's namespace (the database name, by default).
-    async fn listen(&self, nats_url: &str) -> async_nats::Subscriber {
-        let client = async_nats::connect(nats_url)
-            .await
-            .expect("connect to NATS");
-        let subscriber = client
-            .subscribe(notice::subject(&self.db.name))
-            .await
-            .expect("subscribe");
-        client.flush().await.expect("flush the subscription");
-        subscriber
-    }
+        .expect("connect to NATS");
+    let subscriber = client
+        .subscribe(notice::subject(&w.db.name))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush the subscription");
+    subscriber
 }
 
 /// The next notice that satisfies `wanted`, within `timeout`.
@@ -92,8 +61,8 @@ async fn next_notice(
 async fn a_revoke_is_announced_after_the_read_model_shows_it() {
     let url = tests::nats::shared_url();
     let w = world(&url).await;
-    let _projector = w.projector().await;
-    let mut notices = w.listen(&url).await;
+    let _projector = projector(&w).await;
+    let mut notices = listen(&w, &url).await;
     let store = w.store.as_ref();
 
     let track = log::track("Shared then revoked", LicenceClass::PersonalOnly);
@@ -128,8 +97,8 @@ async fn a_revoke_is_announced_after_the_read_model_shows_it() {
 async fn removing_a_track_names_every_link_that_shows_it() {
     let url = tests::nats::shared_url();
     let w = world(&url).await;
-    let _projector = w.projector().await;
-    let mut notices = w.listen(&url).await;
+    let _projector = projector(&w).await;
+    let mut notices = listen(&w, &url).await;
     let store = w.store.as_ref();
 
     let removed = log::track("Removed", LicenceClass::Unclear);
@@ -211,9 +180,9 @@ async fn an_idle_projector_sends_heartbeats_with_its_position() {
     let last = log::append(w.store.as_ref(), log::collection("Only"), at(0))
         .await
         .last_position;
-    let _projector = w.projector().await;
+    let _projector = projector(&w).await;
     wait_for_checkpoint(&w.pool, last, Duration::from_secs(30)).await;
-    let mut notices = w.listen(&url).await;
+    let mut notices = listen(&w, &url).await;
     let started = Instant::now();
     for _ in 0..3 {
         let beat = next_notice(&mut notices, Duration::from_secs(5), |_| true).await;
@@ -234,7 +203,7 @@ async fn a_rebuild_announces_the_swap() {
     let last = log::append(w.store.as_ref(), log::collection("Only"), at(0))
         .await
         .last_position;
-    let mut notices = w.listen(&url).await;
+    let mut notices = listen(&w, &url).await;
     let output = w.env.run(Bin::Projector, &["rebuild"]).await;
     assert!(
         output.status.success(),
@@ -249,7 +218,7 @@ async fn a_rebuild_announces_the_swap() {
 async fn projection_goes_on_while_nats_is_down() {
     let mut nats = PrivateNats::start();
     let w = world(&nats.url()).await;
-    let projector = w.projector().await;
+    let projector = projector(&w).await;
     let first = log::append(w.store.as_ref(), log::collection("Before"), at(0))
         .await
         .last_position;

@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use tests::audit::{stream_count, tail, wait_for_count};
 use tests::nats::PrivateNats;
+use tests::query::{audio_bytes, QueryEnv, ShareOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attempt_is_audited_once_even_across_a_nats_outage() {

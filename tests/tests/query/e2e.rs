@@ -15,9 +15,7 @@ use serde_json::{json, Value};
 use tests::process::{Bin, Service};
 use tests::stack::Stack;
 
-use crate::query_fixture::{
-    share_via_api as share, upload_audio_via_api, upload_via_api as upload, wav, ORG, USER,
-};
+use tests::stack::{upload_via_api as upload, wav, ORG, USER};
 
 async fn resolve(stack: &Stack, api: &Service, token: &str) -> reqwest::Response {
     stack
@@ -46,7 +44,9 @@ async fn every_resolve_right_after_a_create_succeeds() {
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload(&stack, &key).await;
     for i in 0..tests::scale(50) {
-        let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+        let link = stack
+            .share(&key, &format!("tracks/{track}"), json!({}))
+            .await;
         let token = link["token"].as_str().expect("token");
         let response = resolve(&stack, &stack.query, token).await;
         assert_eq!(
@@ -67,7 +67,9 @@ async fn a_revocation_reaches_two_instances() {
     let second = stack.start_another(Bin::QueryApi).await;
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload(&stack, &key).await;
-    let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+    let link = stack
+        .share(&key, &format!("tracks/{track}"), json!({}))
+        .await;
     let token = link["token"].as_str().expect("token").to_owned();
     let id = link["id"].as_str().expect("id").to_owned();
     // Both instances cache the live view.
@@ -111,13 +113,9 @@ async fn max_views_holds_across_two_instances_end_to_end() {
     let second = stack.start_another(Bin::QueryApi).await;
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload(&stack, &key).await;
-    let link = share(
-        &stack,
-        &key,
-        &format!("tracks/{track}"),
-        json!({"max_views": 5}),
-    )
-    .await;
+    let link = stack
+        .share(&key, &format!("tracks/{track}"), json!({"max_views": 5}))
+        .await;
     let token = link["token"].as_str().expect("token").to_owned();
     let requests = (0..50).map(|i| {
         let api = if i % 2 == 0 { &stack.query } else { &second };
@@ -211,7 +209,9 @@ async fn the_share_list_is_newest_first_within_a_second_too() {
     let track = upload(&stack, &key).await;
     let mut created = Vec::new();
     for _ in 0..6 {
-        let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+        let link = stack
+            .share(&key, &format!("tracks/{track}"), json!({}))
+            .await;
         created.push(link["id"].as_str().expect("id").to_owned());
     }
     created.reverse();
@@ -292,7 +292,7 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
     let key = stack.api_key(USER, &[ORG]).await;
     let mut ids = Vec::new();
     for title in ["First", "Second", "Third"] {
-        let track = upload_audio_via_api(&stack, &key, title, wav()).await;
+        let track = stack.upload_track(&key, title, wav()).await;
         ids.push(track["id"].as_str().expect("id").to_owned());
     }
     let collection = command(
@@ -311,15 +311,13 @@ async fn removed_content_resolves_as_unavailable_end_to_end() {
     let order = json!({"ordered_track_ids": [&ids[2], &ids[0]]});
     let path = format!("collections/{collection}/order");
     command(&stack, &key, "PATCH", &path, Some(order)).await;
-    let track_link = share(&stack, &key, &format!("tracks/{}", ids[0]), json!({})).await;
+    let track_link = stack
+        .share(&key, &format!("tracks/{}", ids[0]), json!({}))
+        .await;
     let track_token = track_link["token"].as_str().expect("token").to_owned();
-    let coll_link = share(
-        &stack,
-        &key,
-        &format!("collections/{collection}"),
-        json!({}),
-    )
-    .await;
+    let coll_link = stack
+        .share(&key, &format!("collections/{collection}"), json!({}))
+        .await;
     let coll_token = coll_link["token"].as_str().expect("token").to_owned();
 
     // Live first (and cached): the owner's order.

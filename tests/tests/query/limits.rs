@@ -1,7 +1,7 @@
 //! `max_views` is exact across instances; the rate limit is per client IP, and a spoofed
 //! `X-Forwarded-For` helps only through a trusted proxy.
 
-use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts};
+use tests::query::{audio_bytes, QueryEnv, ShareOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_views_is_exact_across_two_instances() {

@@ -1,7 +1,7 @@
 //! Signed media: a minted URL streams the uploaded bytes, `Range` works, and a tampered,
 //! expired or unknown-key signature is a 403 envelope.
 
-use crate::query_fixture::{audio_bytes, path_and_query, query_param, QueryEnv, ShareOpts};
+use tests::query::{audio_bytes, path_and_query, query_param, QueryEnv, ShareOpts, SIGNING_KEYS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_stream_the_audio_and_bad_signatures_are_forbidden() {
@@ -115,7 +115,7 @@ async fn signed_urls_stream_the_audio_and_bad_signatures_are_forbidden() {
 fn expired_url(track: &str) -> String {
     use hmac::{Hmac, Mac};
     let secret = hex::decode(
-        crate::query_fixture::SIGNING_KEYS
+        SIGNING_KEYS
             .split(',')
             .next()
             .and_then(|k| k.split_once(':'))

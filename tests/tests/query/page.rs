@@ -6,14 +6,15 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts, ORG, USER};
 use chrono::Utc;
+use events::licence::LicenceClass;
 use serde_json::{json, Value};
 use tests::browser::Browser;
 use tests::nats::PrivateNats;
 use tests::postgres::PrivatePostgres;
 use tests::process::{Bin, Service};
-use tests::stack::Stack;
+use tests::query::{audio_bytes, query_param, QueryEnv, ShareOpts};
+use tests::stack::{Stack, ORG, USER};
 
 /// What Chromium and Firefox send when a person opens a link.
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
@@ -183,20 +184,16 @@ async fn a_browser_opens_the_share_page_and_the_audio_becomes_playable() {
     let key = stack.api_key(USER, &[ORG]).await;
     let title = "Evening Tone";
     // A real, decodable WAV: three seconds of a 440 Hz tone.
-    let track = crate::query_fixture::upload_audio_via_api(
-        &stack,
-        &key,
-        title,
-        tests::audio::wav_tone_ms(3000),
-    )
-    .await;
+    let track = stack
+        .upload_track(&key, title, tests::audio::wav_tone_ms(3000))
+        .await;
     let track_id = track["id"].as_str().expect("id").to_owned();
     assert_eq!(track["measured_duration_seconds"], json!(3.0));
     let path = format!("tracks/{track_id}");
-    let link_only = crate::query_fixture::share_via_api(&stack, &key, &path, json!({})).await;
-    let public =
-        crate::query_fixture::share_via_api(&stack, &key, &path, json!({"visibility": "public"}))
-            .await;
+    let link_only = stack.share(&key, &path, json!({})).await;
+    let public = stack
+        .share(&key, &path, json!({"visibility": "public"}))
+        .await;
     let link_only_url = link_only["url"].as_str().expect("url").to_owned();
     let public_url = public["url"].as_str().expect("url").to_owned();
     assert!(link_only_url.starts_with(&base), "{link_only_url}");
@@ -390,7 +387,7 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
         "{}",
         srcs[0]
     );
-    assert_eq!(crate::query_fixture::query_param(&srcs[0], "kid"), "k2");
+    assert_eq!(query_param(&srcs[0], "kid"), "k2");
     // The fixture's track: 120.4 s, commercial_enterprise (commercial, attribution), instrumental.
     for fact in [
         "<h1>Late Night Study</h1>",
@@ -410,17 +407,13 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
     assert!(!body.contains("Personal use only"));
     assert!(!body.contains("No attribution required"));
 
-    // The other licence facts, in plain words.
-    sqlx::query(
-        "UPDATE read_model.tracks SET commercial_use = false, requires_attribution = false, \
-           licence_class = 'personal_only', instrumental = false WHERE track_id = $1",
-    )
-    .bind(&track)
-    .execute(&q.pool)
-    .await
-    .expect("update");
-    let api2 = q.start_query(&[]).await;
-    let (_, _, body) = page(&q.http, &api2, &token).await;
+    // The other licence facts, in plain words: a personal-use track with vocals.
+    let mut personal = q.track_event("Late Night Study", &audio_bytes(1000));
+    personal.licence_class = LicenceClass::PersonalOnly;
+    personal.instrumental = false;
+    let personal = q.import(personal).await;
+    let (personal_token, _) = q.share("track", &personal, ShareOpts::default()).await;
+    let (_, _, body) = page(&q.http, &api, &personal_token).await;
     for fact in [
         "Personal use only",
         "No attribution required",
@@ -429,7 +422,16 @@ async fn accept_chooses_the_page_or_the_unchanged_json() {
     ] {
         assert!(body.contains(fact), "{fact} missing from the page:\n{body}");
     }
-    drop(api2);
+    for fact in [
+        "Commercial use allowed",
+        "Attribution required",
+        "commercial_enterprise",
+    ] {
+        assert!(
+            !body.contains(fact),
+            "{fact} on a personal-use page:\n{body}"
+        );
+    }
 
     // Everything else: the JSON, exactly as before.
     let mut reference: Option<Value> = None;
@@ -527,15 +529,9 @@ async fn the_owners_text_is_shown_as_text_never_as_markup() {
     let q = QueryEnv::new(&tests::nats::shared_url()).await;
     let hostile = r#"<script>alert("x")</script> & 'quoted' <b>bold</b>"#;
     let track = q.track(hostile, &audio_bytes(10)).await;
-    let collection = q
-        .collection("<img src=x onerror=alert(1)>", &[&track])
-        .await;
-    sqlx::query("UPDATE read_model.collections SET description = $2 WHERE collection_id = $1")
-        .bind(&collection)
-        .bind(r#""><script>alert(2)</script>"#)
-        .execute(&q.pool)
-        .await
-        .expect("description");
+    let mut collection = q.collection_event("<img src=x onerror=alert(1)>");
+    collection.description = Some(r#""><script>alert(2)</script>"#.to_owned());
+    let collection = q.create_collection(collection, &[&track]).await;
     let (track_token, _) = q.share("track", &track, ShareOpts::default()).await;
     let (coll_token, _) = q
         .share("collection", &collection, ShareOpts::default())
@@ -669,16 +665,8 @@ async fn removed_content_gets_a_friendly_page() {
     let (coll_token, _) = q
         .share("collection", &collection, ShareOpts::default())
         .await;
-    sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
-        .bind(&track)
-        .execute(&q.pool)
-        .await
-        .expect("remove track");
-    sqlx::query("UPDATE read_model.collections SET removed_at = now() WHERE collection_id = $1")
-        .bind(&collection)
-        .execute(&q.pool)
-        .await
-        .expect("remove collection");
+    q.remove("track", &track).await;
+    q.remove("collection", &collection).await;
     let api = q.start_query(&[]).await;
 
     for (kind, token) in [("track", &track_token), ("collection", &coll_token)] {

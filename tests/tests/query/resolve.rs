@@ -1,9 +1,9 @@
 //! The public resolve: the source page's shape field by field, one identical answer for every
 //! dead link, removed content, expiry judged at request time.
 
-use crate::query_fixture::{audio_bytes, query_param, QueryEnv, ShareOpts};
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
+use tests::query::{audio_bytes, query_param, QueryEnv, ShareOpts};
 
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v
@@ -269,16 +269,8 @@ async fn removed_content_answers_unavailable_with_every_key() {
     let (coll_token, _) = q
         .share("collection", &collection, ShareOpts::default())
         .await;
-    sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
-        .bind(&track)
-        .execute(&q.pool)
-        .await
-        .expect("remove track");
-    sqlx::query("UPDATE read_model.collections SET removed_at = now() WHERE collection_id = $1")
-        .bind(&collection)
-        .execute(&q.pool)
-        .await
-        .expect("remove collection");
+    q.remove("track", &track).await;
+    q.remove("collection", &collection).await;
     let api = q.start_query(&[]).await;
 
     for (kind, token) in [("track", &track_token), ("collection", &coll_token)] {

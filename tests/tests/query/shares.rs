@@ -3,23 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use crate::query_fixture::{audio_bytes, QueryEnv, ShareOpts};
 use chrono::{Duration as Days, Utc};
 use serde_json::Value;
+use tests::query::{audio_bytes, QueryEnv, ShareOpts, ORG_ACME, OWNER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_share_list_pages_newest_first_with_status_and_views() {
     let q = QueryEnv::new(&tests::nats::shared_url()).await;
-    let owner = "usr_0000000000a1";
-    let key = q.api_key(owner, "org_acme").await;
-    let stranger = q.api_key("usr_0000000000b2", "org_other").await;
+    let key = q.api_key(OWNER, &[ORG_ACME]).await;
+    let stranger = q.api_key("usr_0000000000b2", &["org_other"]).await;
     let track = q.track("Listed", &audio_bytes(10)).await;
     let removed = q.track("Removed", &audio_bytes(11)).await;
-    sqlx::query("UPDATE read_model.tracks SET removed_at = now() WHERE track_id = $1")
-        .bind(&removed)
-        .execute(&q.pool)
-        .await
-        .expect("remove");
+    q.remove("track", &removed).await;
     let base = Utc::now() - Days::hours(1);
     let at = |minutes: i64| Some(base + Days::minutes(minutes));
     let (active, active_id) = q
@@ -95,7 +90,7 @@ async fn the_share_list_pages_newest_first_with_status_and_views() {
 
     let list = |query: String, key: String| {
         let http = q.http.clone();
-        let url = api.url(&format!("/v1/music/org_acme/shares{query}"));
+        let url = api.url(&format!("/v1/music/{ORG_ACME}/shares{query}"));
         async move {
             let r = http
                 .get(url)

@@ -1,5 +1,5 @@
-//! The event store: the conformance suite on every backend, and PostgreSQL's ordering guarantee
-//! under the late-commit case.
+//! The event store: the conformance suite on every backend (the in-memory one included), and
+//! PostgreSQL's ordering guarantee under the late-commit case.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +75,33 @@ mod kurrentdb_conformance {
     }
 
     conformance_on_kurrentdb!(
+        optimistic_concurrency,
+        multi_event_append_is_all_or_nothing,
+        stream_reads_in_order,
+        global_reads_each_event_once_in_order,
+        wake_ups_follow_appends,
+    );
+}
+
+/// The same suite on the in-memory store (`events` feature `memory`), so the store that fast
+/// tests use instead of PostgreSQL is held to the same contract.
+mod memory_conformance {
+    use super::*;
+
+    macro_rules! conformance_in_memory {
+        ($($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store: Arc<dyn EventStore> =
+                        Arc::new(events::store::memory::MemoryEventStore::new());
+                    conformance::$case(store).await;
+                }
+            )*
+        };
+    }
+
+    conformance_in_memory!(
         optimistic_concurrency,
         multi_event_append_is_all_or_nothing,
         stream_reads_in_order,

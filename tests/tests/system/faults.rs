@@ -9,9 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::query_fixture::{
-    audio_bytes, path_and_query, share_via_api, upload_via_api, QueryEnv, ShareOpts, ORG, USER,
-};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -19,7 +16,8 @@ use tests::db::TestDb;
 use tests::nats::PrivateNats;
 use tests::postgres::PrivatePostgres;
 use tests::process::Service;
-use tests::stack::Stack;
+use tests::query::{audio_bytes, path_and_query, QueryEnv, ShareOpts};
+use tests::stack::{upload_via_api, Stack, ORG, USER};
 
 /// What one request of a load task got back: a status with its headers and body, or `None` for
 /// a transport error (no answer at all).
@@ -178,7 +176,9 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_write_and_needs_no_
     let mut stack = Stack::start_on(db, &tests::nats::shared_url(), roomy).await;
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload_via_api(&stack, &key).await;
-    let first = share_via_api(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+    let first = stack
+        .share(&key, &format!("tracks/{track}"), json!({}))
+        .await;
     let first_token = first["token"].as_str().expect("token").to_owned();
 
     let http = client();
@@ -438,7 +438,9 @@ async fn sigterm_lets_in_flight_requests_finish() {
     // A long track to download slowly (larger than the socket buffers can hold).
     let long = tests::audio::wav(8_000, &vec![0; 8_000 * 2_400]);
     let track = upload(&http, &stack, &key, long.clone(), false).await;
-    let link = share_via_api(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+    let link = stack
+        .share(&key, &format!("tracks/{track}"), json!({}))
+        .await;
     let view: Value = http
         .get(stack.query.url(&format!(
             "/v1/music/shared/{}",

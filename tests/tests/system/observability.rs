@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::query_fixture::{upload_via_api, ORG, USER};
 use serde_json::{json, Value};
 use tests::process::Service;
 use tests::read_model::metric;
 use tests::stack::Stack;
+use tests::stack::{upload_via_api, ORG, USER};
 
 async fn scrape(http: &reqwest::Client, service: &Service) -> String {
     let response = http
