@@ -528,52 +528,48 @@ async fn every_attempt_counts_once_while_the_folders_are_killed_again_and_again(
         limited["token"].as_str().expect("token").to_owned(),
     ];
     let second_query = stack.start_another(Bin::QueryApi).await;
+    let (logs, env) = (stack.logs_dir(), stack.env.clone());
     // A second copy of the folder from the start: it stands by, and takes over when the first
     // is killed (and the other way round).
     let mut second_projector = stack.start_another(Bin::Projector).await;
 
-    let sender = {
-        let http = stack.http.clone();
-        let apis = [stack.query.url(""), second_query.url("")];
-        let tokens = tokens.clone();
-        tokio::spawn(async move {
-            let mut answers = Vec::with_capacity(attempts);
-            for i in 0..attempts {
-                let token = &tokens[usize::from(i % 5 == 0)];
-                let ip = format!("198.51.100.{}", i % 37);
-                let response = http
-                    .get(format!("{}/v1/music/shared/{token}", apis[i % 2]))
-                    .header("x-forwarded-for", &ip)
-                    .send()
-                    .await
-                    .expect("resolve");
-                answers.push((i % 5 == 0, response.status().as_u16(), ip));
-            }
-            answers
-        })
-    };
-    let mut round = 0u32;
-    while !sender.is_finished() {
-        tokio::time::sleep(Duration::from_millis(150 + u64::from(round % 4) * 100)).await;
-        let first = round & 1 == 0;
-        let fresh = if first {
-            stack.projector.kill();
-            stack.projector.wait(Duration::from_secs(10)).await;
-            stack.start_another(Bin::Projector).await
-        } else {
-            second_projector.kill();
-            second_projector.wait(Duration::from_secs(10)).await;
-            stack.start_another(Bin::Projector).await
+    // The attempts go out in rounds; in each, one folder (the two take turns) is killed while
+    // the round's messages are being published and folded, and started again.
+    const ROUNDS: usize = 8;
+    let apis = [stack.query.url(""), second_query.url("")];
+    let mut answers = Vec::with_capacity(attempts);
+    for round in 0..ROUNDS {
+        let range = (round * attempts / ROUNDS)..((round + 1) * attempts / ROUNDS);
+        let sending = {
+            let (http, apis, tokens) = (stack.http.clone(), apis.clone(), tokens.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::with_capacity(range.len());
+                for i in range {
+                    let token = &tokens[usize::from(i % 5 == 0)];
+                    let ip = format!("198.51.100.{}", i % 37);
+                    let response = http
+                        .get(format!("{}/v1/music/shared/{token}", apis[i % 2]))
+                        .header("x-forwarded-for", &ip)
+                        .send()
+                        .await
+                        .expect("resolve");
+                    answers.push((i % 5 == 0, response.status().as_u16(), ip));
+                }
+                answers
+            })
         };
-        if first {
-            stack.projector = fresh;
+        tokio::time::sleep(Duration::from_millis(20 + (round as u64 * 37) % 100)).await;
+        let victim = if round % 2 == 0 {
+            &mut stack.projector
         } else {
-            second_projector = fresh;
-        }
-        round += 1;
+            &mut second_projector
+        };
+        victim.kill();
+        victim.wait(Duration::from_secs(10)).await;
+        let fresh = Service::start(Bin::Projector, &env, &logs, &[]).await;
+        *victim = fresh;
+        answers.extend(sending.await.expect("the attempts"));
     }
-    let answers = sender.await.expect("the attempts");
-    assert!(round >= 2, "the folders were killed only {round} times");
 
     let views = |limited: bool| {
         answers
