@@ -11,6 +11,7 @@
 //! It must not know about HTTP, read models or NATS: it is the part every process shares, so it
 //! stays small and free of any one process's concerns.
 
+pub mod audit;
 pub mod envelope;
 pub mod event;
 pub mod format;

@@ -5,8 +5,8 @@
 //! sure the live read-model schema exists. Running it from several processes at once is safe.
 //!
 //! Each schema has one writer: `event_store` (the event store), `identity` and `command_side`
-//! (the command API), `read_model` (the projector, built from [`READ_MODEL_DDL`]) and `query_side`
-//! (the query API). This crate only creates them; it holds no queries of its own.
+//! (the command API), `read_model` (the projector, built from [`READ_MODEL_DDL`]), `analytics`
+//! (the projector's fold of the audit stream) and `query_side` (the query API). This crate only creates them; it holds no queries of its own.
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! are one-shot commands whose output goes to stdout (logs stay on stderr).
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use service_kit::{server, telemetry};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use crate::analytics::{self, visitor::VisitorKey};
 use crate::notices::Notifier;
 use crate::{rebuild, replay, status, subscription};
 
@@ -38,8 +40,41 @@ pub struct Cli {
     #[arg(long, env = "PROJECTOR_POLL_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub poll_ms: u64,
+    #[command(flatten)]
+    pub analytics: AnalyticsArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The per-link statistics folded from the audit stream.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AnalyticsArgs {
+    /// Hex secret (16+ bytes) that keys the visitor hashes standing for client IPs. Unset: a
+    /// development key is made once and kept in `analytics-visitor-key` in the data directory.
+    #[arg(long, env = "ANALYTICS_VISITOR_KEY", hide_env_values = true)]
+    pub analytics_visitor_key: Option<String>,
+    /// The query API's spool directory; its parent is the data directory where development keys
+    /// are kept (the query API keeps its playback key there too).
+    #[arg(long, env = "AUDIT_SPOOL_DIR", default_value = "./data/audit-spool")]
+    pub audit_spool_dir: PathBuf,
+    /// Audit messages per batch (one transaction each) at most, live.
+    #[arg(long, env = "ANALYTICS_BATCH_SIZE", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub analytics_batch_size: u32,
+}
+
+impl AnalyticsArgs {
+    pub fn key(&self) -> anyhow::Result<Arc<VisitorKey>> {
+        let data_dir = self
+            .audit_spool_dir
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(Arc::new(VisitorKey::configured_or_dev(
+            self.analytics_visitor_key.as_deref(),
+            &data_dir.join("analytics-visitor-key"),
+        )?))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,8 +98,28 @@ pub enum Command {
         #[arg(long)]
         stream: String,
     },
-    /// Print the checkpoint, the head of the log and the lag.
+    /// Print the checkpoint, the head of the log and the lag (and the analytics' position).
     Status,
+    /// The per-link statistics folded from the audit stream.
+    Analytics {
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AnalyticsCommand {
+    /// Rebuild the statistics from where this database started counting, beside the live ones,
+    /// then swap them in. Resumes an interrupted rebuild.
+    Rebuild {
+        /// Discard an interrupted rebuild and start over.
+        #[arg(long)]
+        fresh: bool,
+        /// Audit messages per batch (one transaction each).
+        #[arg(long, default_value_t = 20_000,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        batch_size: u32,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -85,7 +140,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 poll: Duration::from_millis(cli.poll_ms),
             };
             let notifier = Notifier::start(&cli.service.nats.nats_url, &namespace).await;
-            serve(pool, store, notifier, settings, &cli.admin_addr).await
+            let analytics = analytics::consumer::Settings {
+                namespace: namespace.clone(),
+                key: cli.analytics.key()?,
+                batch_size: cli.analytics.analytics_batch_size as usize,
+                linger: Duration::from_millis(50),
+            };
+            serve(
+                pool,
+                store,
+                notifier,
+                settings,
+                (&cli.service.nats.nats_url, analytics),
+                &cli.admin_addr,
+            )
+            .await
         }
         Command::Rebuild {
             fresh,
@@ -107,6 +176,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => {
             print!("{}", status::read(&pool, &store).await?);
+            print!(
+                "{}",
+                analytics::status(&pool, &cli.service.nats.nats_url).await?
+            );
+            Ok(())
+        }
+        Command::Analytics {
+            command: AnalyticsCommand::Rebuild { fresh, batch_size },
+        } => {
+            let settings = analytics::rebuild::Settings {
+                batch_size: batch_size as usize,
+                fresh,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let key = cli.analytics.key()?;
+            let summary =
+                analytics::rebuild::run(&pool, &cli.service.nats.nats_url, key, &settings).await?;
+            println!("{summary}");
             Ok(())
         }
     }
@@ -119,6 +206,7 @@ async fn serve(
     store: Arc<dyn EventStore>,
     notifier: Notifier,
     settings: subscription::Settings,
+    (nats_url, counting): (&str, analytics::consumer::Settings),
     admin_addr: &str,
 ) -> anyhow::Result<()> {
     let ready = server::ready_check({
@@ -133,6 +221,21 @@ async fn serve(
         }
     });
     telemetry::describe(subscription::METRICS);
+    telemetry::describe(analytics::METRICS);
+    // The audit stream's consumer, beside the event log's. This database's counting starts at
+    // the stream's last sequence the first time it runs: recorded before the projector says it
+    // is listening (when NATS answers within 2 s), so attempts made after that count.
+    let nats = service_kit::nats::connect("projector-analytics", nats_url).await?;
+    let started = tokio::time::timeout(
+        Duration::from_secs(2),
+        analytics::consumer::start_counting(&pool, &async_nats::jetstream::new(nats.clone())),
+    )
+    .await;
+    if !matches!(started, Ok(Ok(_))) {
+        tracing::warn!(
+            "the audit stream is not reachable yet; analytics will start counting when it is"
+        );
+    }
     let admin = server::finish(server::health_routes(ready));
     let listener = server::bind(admin_addr, "projector").await?;
 
@@ -146,12 +249,20 @@ async fn serve(
         let _ = server_stop.wait_for(|stop| *stop).await;
     }));
 
+    let folding = tokio::spawn(analytics::consumer::run(
+        pool.clone(),
+        nats,
+        counting,
+        stopping.clone(),
+    ));
     let projected = subscription::run(pool, store, &notifier, settings, stopping).await;
     if let Err(e) = projected {
         // Stop here, loudly: the caller logs and exits non-zero. The admin server goes with us.
         server.abort();
+        folding.abort();
         return Err(e);
     }
+    folding.await?;
     server.await??;
     notifier.close(Duration::from_secs(2)).await;
     tracing::info!("projector stopped");

@@ -1,4 +1,4 @@
-//! The projector: the only writer of the read models.
+//! The projector: the only writer of the read models, and of the per-link statistics.
 //!
 //! It reads the event log in global order, and nothing else, and turns it into the tables the
 //! query API serves (schema `read_model`), advancing its checkpoint in the same transaction as
@@ -10,8 +10,11 @@
 //! - [`subscription`]: the catch-up loop that keeps `read_model` current;
 //! - [`decode`], [`apply`], [`batch`]: from stored events to one transaction of set-based SQL;
 //! - [`notices`]: change notices and heartbeats;
-//! - [`rebuild`], [`replay`], [`status`]: the operator commands.
+//! - [`rebuild`], [`replay`], [`status`]: the operator commands;
+//! - [`analytics`]: a second fold, of the audit stream into per-link statistics (schema
+//!   `analytics`, never touched by a rebuild of the read models).
 
+pub mod analytics;
 pub mod apply;
 pub mod batch;
 pub mod cli;

@@ -150,6 +150,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(resolve::operation().layer(DefaultBodyLimit::max(resolve::FORM_LIMIT)))
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
+        .routes(routes!(crate::analytics::handler))
 }
 
 /// A running instance: its state and the tasks behind it, with the lifecycle both APIs share:

@@ -87,8 +87,21 @@ pub enum AuditCommand {
     /// Print audit messages as JSON lines as they arrive.
     Tail {
         /// Start with the oldest message in the stream instead of new ones.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "since")]
         from_start: bool,
+        /// Start with the messages of this last while: `90s`, `15m`, `1h`, `7d`.
+        #[arg(long, value_parser = crate::audit::tail::parse_since)]
+        since: Option<Duration>,
+        /// Only the attempts on this link (`mslink_…`).
+        #[arg(long)]
+        share: Option<String>,
+        /// Only these outcomes (`ok`, `rate_limited`, …; repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        outcome: Vec<String>,
+        /// Instead of lines, print a table of outcomes per link for the window (`--since`,
+        /// 1 hour by default, or `--from-start`) up to the stream's last message, and exit.
+        #[arg(long, conflicts_with = "limit")]
+        summary: bool,
         /// Stop after this many messages.
         #[arg(long)]
         limit: Option<u64>,
@@ -130,10 +143,28 @@ impl Cli {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Audit {
-            command: AuditCommand::Tail { from_start, limit },
+            command:
+                AuditCommand::Tail {
+                    from_start,
+                    since,
+                    share,
+                    outcome,
+                    summary,
+                    limit,
+                },
         }) => {
+            let options = crate::audit::tail::Options {
+                from_start: *from_start,
+                since: *since,
+                limit: *limit,
+                filter: crate::audit::tail::Filter {
+                    share: share.clone(),
+                    outcomes: outcome.clone(),
+                },
+                summary: *summary,
+            };
             let replicas = usize::from(cli.service.nats.audit_stream_replicas);
-            crate::audit::tail::run(&cli.service.nats.nats_url, replicas, *from_start, *limit).await
+            crate::audit::tail::run(&cli.service.nats.nats_url, replicas, &options).await
         }
         None | Some(Command::Serve) => serve(&cli).await,
     }

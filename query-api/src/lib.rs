@@ -6,6 +6,7 @@
 //! does not decide. It reads the event log's head only to know whether the read models have
 //! caught up with a write a client was just told about (read your writes).
 
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod cache;

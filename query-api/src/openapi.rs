@@ -24,7 +24,7 @@ use utoipa::OpenApi;
     tags(
         (name = "resolve", description = "Opening a share link (public)."),
         (name = "media", description = "Audio behind signed playback URLs (public, signed)."),
-        (name = "shares", description = "The caller's share links."),
+        (name = "shares", description = "The caller's share links and their statistics."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     )
 )]
@@ -44,6 +44,7 @@ pub const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/music/shared/{token}"),
     ("get", "/v1/music/media/{track_id}"),
     ("get", "/v1/music/{org}/shares"),
+    ("get", "/v1/music/{org}/share/{share_id}/stats"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -58,12 +59,16 @@ mod tests {
     fn the_document_lists_exactly_the_contract_routes() {
         let doc = document();
         service_kit::openapi::assert_lists_exactly(&doc, CONTRACT_ROUTES);
-        // Only the share list takes an API key; the resolve and media routes are public.
+        // Only the owner's routes take an API key; the resolve and media routes are public.
+        let owners = [
+            "/v1/music/{org}/shares",
+            "/v1/music/{org}/share/{share_id}/stats",
+        ];
         for &(method, path) in CONTRACT_ROUTES {
             let operation = &doc["paths"][path][method];
             assert_eq!(
                 operation["security"].is_array(),
-                path == "/v1/music/{org}/shares",
+                owners.contains(&path),
                 "{method} {path}: security"
             );
         }

@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod dev_secret;
 pub mod error;
 pub mod http_limits;
 pub mod json;

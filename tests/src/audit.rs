@@ -14,6 +14,18 @@ pub async fn stream_count(nats_url: &str) -> Option<u64> {
     Some(stream.info().await.ok()?.state.messages)
 }
 
+/// The stream's last sequence (0 while NATS or the stream is not there).
+pub async fn stream_last_sequence(nats_url: &str) -> u64 {
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream("MUSIC_AUDIT").await {
+        Ok(stream) => stream.cached_info().state.last_sequence,
+        Err(_) => 0,
+    }
+}
+
 /// Polls until the stream holds at least `want` messages or `deadline` passes; the last count.
 pub async fn wait_for_count(nats_url: &str, want: u64, deadline: Duration) -> u64 {
     let end = Instant::now() + deadline;

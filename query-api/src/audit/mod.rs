@@ -20,11 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// The stream every instance publishes to (created at start if missing).
-pub const STREAM: &str = "MUSIC_AUDIT";
-pub const STREAM_SUBJECTS: &str = "music.audit.>";
-/// The subject of resolve attempts and media fetches.
-pub const SUBJECT: &str = "music.audit.share.resolve";
+/// The stream every instance publishes to (created at start if missing), its subjects, and the
+/// subject of resolve attempts and media fetches.
+pub use events::audit::{STREAM, STREAM_SUBJECTS, SUBJECT};
 
 /// How many events may wait between the request path and the publisher. When NATS is down
 /// the publisher moves them to the spool, so this only has to absorb bursts.

@@ -6,6 +6,7 @@
 #[path = "../query_fixture/mod.rs"]
 mod query_fixture;
 
+mod analytics;
 // The schemathesis run takes minutes: named to sort early, since libtest starts tests in name
 // order, so that it runs beside the others instead of after them.
 mod api_schemathesis;
