@@ -1,7 +1,8 @@
 //! Managing a share link after creating it: change its settings (`PATCH`) and rotate its token.
 //!
 //! Why a module of its own: these routes parse and load, then leave the decision to
-//! `domain::share_management` and append what it decided; `shares` keeps creation and
+//! `domain::share` (`ShareCommand::ChangeSettings`, `ShareCommand::Rotate`) and append what it
+//! decided through the runner; `shares` keeps creation and
 //! revocation. Who may act is checked before the body is read: a caller who is not the creator
 //! gets the 404 whatever the body holds.
 //!
