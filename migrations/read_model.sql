@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS share_links (
     created_position bigint     NOT NULL DEFAULT 0
 );
 ALTER TABLE share_links ADD COLUMN IF NOT EXISTS created_position bigint NOT NULL DEFAULT 0;
+-- Link management: the password only as its Argon2id PHC string (the query side verifies it),
+-- the owner's label (shown only to the owner), and the last change of settings or token (null
+-- on rows projected before it existed: read as `created_at`). A rotation re-keys the row under
+-- the new token's hash.
+ALTER TABLE share_links ADD COLUMN IF NOT EXISTS password_hash text;
+ALTER TABLE share_links ADD COLUMN IF NOT EXISTS label text;
+ALTER TABLE share_links ADD COLUMN IF NOT EXISTS updated_at timestamptz;
 -- The owner's share list, newest first, with a (created_at, created_position, share_id) cursor.
 CREATE INDEX IF NOT EXISTS share_links_by_owner
     ON share_links (organization_id, owner_id, created_at DESC, created_position DESC,

@@ -1,10 +1,11 @@
-//! The HTTP application: state and routes.
+//! The HTTP application: state, routes, and the lifecycle of a running instance ([`App`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
+use events::EventStore;
 use service_kit::auth::ApiKeys;
 use service_kit::openapi;
 use service_kit::server::{self, ReadyCheck};
@@ -14,8 +15,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+use crate::read_your_writes::ProjectorProgress;
 use crate::runner::Runner;
-use crate::{collections, library, shares, tracks};
+use crate::{collections, library, share_settings, shares, tracks};
 
 /// What the command API reports on `/metrics`, beside the HTTP metrics every process has.
 pub const METRICS: &[Metric] = &[
@@ -68,14 +70,48 @@ impl FromRef<AppState> for ApiKeys {
     }
 }
 
-/// The whole application, ready to serve.
-pub fn router(state: AppState) -> Router {
-    telemetry::describe(METRICS);
-    let ready = readiness(state.clone());
-    let api = routes(upload_limit(&state.settings))
-        .with_state(state)
-        .merge(server::health_api(ready));
-    server::finish(openapi::serve(api))
+/// A running instance, with the lifecycle both APIs share: [`App::start`], [`App::router`]
+/// (served by `service_kit::server::run`), [`App::shutdown`].
+pub struct App {
+    pub state: AppState,
+}
+
+impl App {
+    /// Builds the state from what the binary opened: the database (identity tables, token
+    /// index), the event log, and the projector's progress heard on NATS (which keeps trying in
+    /// the background, so NATS being down is not an error).
+    pub async fn start(
+        settings: Settings,
+        pool: PgPool,
+        store: Arc<dyn EventStore>,
+        projector: ProjectorProgress,
+    ) -> anyhow::Result<App> {
+        telemetry::describe(METRICS);
+        let state = AppState {
+            api_keys: ApiKeys::new(pool.clone()),
+            pool,
+            runner: Runner::new(store, projector),
+            settings: Arc::new(settings),
+        };
+        Ok(App { state })
+    }
+
+    /// The whole application, ready to serve: the command routes, health, readiness, metrics and
+    /// `/openapi.json`, behind the layers every API shares.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let ready = readiness(state.clone());
+        let api = routes(upload_limit(&state.settings))
+            .with_state(state)
+            .merge(server::health_api(ready));
+        server::finish(openapi::serve(api))
+    }
+
+    /// After the server has drained: nothing of its own is left to flush (a command answers
+    /// only once its events are appended), so this only marks the end, as the query API's does.
+    pub async fn shutdown(self) {
+        tracing::info!("command-api stopped");
+    }
 }
 
 /// The command routes, each registered from its handler's OpenAPI operation (`routes!` takes
@@ -91,7 +127,8 @@ pub fn routes(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(collections::remove_track))
         .routes(routes!(collections::reorder))
         .routes(routes!(shares::share_collection))
-        .routes(routes!(shares::revoke))
+        .routes(routes!(shares::revoke, share_settings::change_settings))
+        .routes(routes!(share_settings::rotate))
         .routes(routes!(library::save))
 }
 

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,10 +9,9 @@ use events::ids::{OrganizationId, UserId};
 use service_kit::config::{EventStoreArgs, ServiceArgs};
 use service_kit::{server, telemetry};
 
-use crate::app::{self, AppState, Settings};
+use crate::app::{App, Settings};
 use crate::identity;
 use crate::read_your_writes::ProjectorProgress;
-use crate::runner::Runner;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -113,14 +111,8 @@ async fn serve(
         max_upload_bytes: args.max_upload_bytes,
         index_flushed_by_append: matches!(backend, events::store::Backend::Postgres),
     };
-    let state = AppState {
-        api_keys: service_kit::auth::ApiKeys::new(pool.clone()),
-        pool,
-        runner: Runner::new(store, projector),
-        settings: Arc::new(settings),
-    };
-    let listener = server::bind(&args.addr, "command-api").await?;
-    server::serve(listener, app::router(state), server::shutdown_signal()).await?;
-    tracing::info!("command-api stopped");
+    let app = App::start(settings, pool, store, projector).await?;
+    server::run(&args.addr, "command-api", app.router()).await?;
+    app.shutdown().await;
     Ok(())
 }

@@ -110,8 +110,6 @@ pub struct CreateCollection {
     responses(
         (status = 201, description = "The new collection.", body = CollectionObject),
         (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
         (status = 422, description = "A field is missing or wrong; `details` names each.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
@@ -176,7 +174,6 @@ pub struct AddTrack {
     responses(
         (status = 200, description = "The track is in the collection.", body = Ack),
         (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such collection of the caller's, or no such live track in its organization (`details` names which).", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
         (status = 422, description = "`track_id` is missing or not a track id.", body = ErrorEnvelope),
@@ -222,7 +219,6 @@ pub async fn add_track(
     params(docs::Org, docs::Collection, docs::Track),
     responses(
         (status = 200, description = "The track is not in the collection.", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such collection of the caller's.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
     ),
@@ -271,7 +267,6 @@ pub struct Reorder {
     responses(
         (status = 200, description = "The collection is in the new order.", body = Ack),
         (status = 400, description = "Malformed JSON, or not `Content-Type: application/json`.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such collection of the caller's.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
         (status = 422, description = "`ordered_track_ids` is missing or not an array of strings.", body = ErrorEnvelope),
@@ -306,7 +301,6 @@ pub async fn reorder(
     params(docs::Org, docs::Collection),
     responses(
         (status = 200, description = "Deleted (`detail`: \"Collection deleted.\").", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such live collection of the caller's.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the collection kept changing.", body = ErrorEnvelope),
     ),

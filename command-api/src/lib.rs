@@ -7,8 +7,8 @@
 //! ([`identity`]) and the small indexes it needs to decide (the share-token index, [`shares`]),
 //! and the media files it measured ([`audio`]). It must never read the projector's tables: the
 //! command side keeps working while the projector is down. The one exception is a single
-//! read-only row of `query_side.share_usage` when saving a shared track (see [`library`]), since
-//! only the query side knows how often a link was opened.
+//! read-only row of `query_side.share_usage` when saving a shared track (see [`library`] and
+//! [`events::share_usage`]), since only the query side knows how often a link was opened.
 
 pub mod app;
 pub mod audio;
@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod params;
 pub mod read_your_writes;
 pub mod runner;
+pub mod share_settings;
 pub mod shares;
 pub mod text;
 pub mod tracks;

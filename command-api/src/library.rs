@@ -3,27 +3,28 @@
 //!
 //! The link is found through the command side's own token index and folded from its stream.
 //! Whether a link is over `max_views` depends on how often it was opened, which only the query
-//! side knows: this reads that one counter row (`query_side.share_usage`), read-only, and only
-//! for links that have a limit. Without a row the link has not been opened.
+//! side knows: this reads that one counter row ([`events::share_usage`]), read-only, and only
+//! for links that have a limit.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use events::event::TargetType;
 use events::format::rfc3339;
-use events::ids::{LibraryItemId, ShareLinkId, TrackId};
-use events::share_token::ShareToken;
+use events::ids::{LibraryItemId, TrackId};
+use events::password::SharePassword;
+use events::share_token::{ShareToken, TokenHash};
+use events::share_usage;
 use events::StreamId;
 use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
-use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::domain::library::{self, LibraryCommand, LibraryItem};
+use crate::domain::library::{self, LibraryCommand, LibraryItem, PasswordCheck};
 use crate::domain::share::ShareLink;
 use crate::domain::track::Track;
 use crate::params::{docs, PathParams};
@@ -61,11 +62,15 @@ fn item_view(item: &LibraryItem) -> LibraryItemObject {
     path = "/v1/music/shared/{token}/save",
     operation_id = "save_shared_track",
     tag = "library",
-    params(docs::Token),
+    params(
+        docs::Token,
+        ("X-Share-Password" = Option<String>, Header,
+            description = "The link's password, if it has one (a protected link needs it)."),
+    ),
     responses(
         (status = 201, description = "Saved now.", body = LibraryItemObject),
         (status = 200, description = "Saved before (through any link): the existing edge.", body = LibraryItemObject),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
+        (status = 401, description = "No API key, or an unknown one (`AUTHENTICATION_REQUIRED`); or the link has a password and `X-Share-Password` is missing (`PASSWORD_REQUIRED`) or wrong (`INVALID_PASSWORD`).", body = ErrorEnvelope),
         (status = 404, description = "Not a live track share: unknown, malformed, revoked, expired, over its limit, a collection share, or removed content.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the library kept changing.", body = ErrorEnvelope),
     ),
@@ -75,15 +80,20 @@ pub async fn save(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(token): PathParams<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let ctx = CommandContext::new(&caller);
     let (share, track, views_used) = load_link(&state, &token).await?;
+    let password = check_password(&share, &headers).await?;
+    let presented = TokenHash::of(&token);
     let decider = ctx.decider();
     let command = |library_item_id| LibraryCommand::Save {
         share: share.clone(),
         track: track.clone(),
         views_used,
         library_item_id,
+        presented: presented.clone(),
+        password,
     };
     let (created, item) = state
         .runner
@@ -104,6 +114,32 @@ pub async fn save(
         StatusCode::OK
     };
     Ok((status, Json(item_view(&item))).into_response())
+}
+
+/// The header a protected link's password travels in (as on the public resolve).
+pub const SHARE_PASSWORD_HEADER: &str = "x-share-password";
+
+/// Checks `X-Share-Password` against a protected link's hash, on a blocking thread (Argon2id
+/// takes tens of milliseconds of CPU). Nothing to check for an open link.
+async fn check_password(
+    share: &Option<ShareLink>,
+    headers: &HeaderMap,
+) -> Result<PasswordCheck, ApiError> {
+    let Some(hash) = share.as_ref().and_then(|s| s.facts.password_hash.clone()) else {
+        return Ok(PasswordCheck::NotSent);
+    };
+    let Some(sent) = headers.get(SHARE_PASSWORD_HEADER) else {
+        return Ok(PasswordCheck::NotSent);
+    };
+    let candidate = SharePassword::new(String::from_utf8_lossy(sent.as_bytes()));
+    let right = tokio::task::spawn_blocking(move || hash.verify(&candidate))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(if right {
+        PasswordCheck::Right
+    } else {
+        PasswordCheck::Wrong
+    })
 }
 
 /// The track a link points at, if it points at one.
@@ -132,18 +168,8 @@ async fn load_link(
         None => None,
     };
     let views_used = match share.as_ref().and_then(|s| s.facts.max_views) {
-        Some(_) => views_used(&state.pool, &share_id).await?,
+        Some(_) => share_usage::views_taken(&state.pool, share_id.as_str()).await?,
         None => 0,
     };
     Ok((share, track, views_used))
-}
-
-/// Successful resolves so far of a link with a view limit (see the module docs).
-async fn views_used(pool: &PgPool, share_id: &ShareLinkId) -> Result<u64, sqlx::Error> {
-    let used: Option<i64> =
-        sqlx::query_scalar("SELECT used FROM query_side.share_usage WHERE share_id = $1")
-            .bind(share_id.as_str())
-            .fetch_optional(pool)
-            .await?;
-    Ok(used.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }

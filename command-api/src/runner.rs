@@ -317,3 +317,124 @@ impl CommandContext {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use events::event::ShareRevoked;
+    use events::ids::ShareLinkId;
+    use events::store::memory::MemoryEventStore;
+    use events::MusicEvent;
+
+    use super::*;
+
+    fn runner() -> Runner {
+        Runner::new(
+            Arc::new(MemoryEventStore::new()),
+            ProjectorProgress::disabled(),
+        )
+    }
+
+    fn ctx() -> CommandContext {
+        CommandContext {
+            meta: EventMetadata {
+                actor: "usr_0000000000a1".into(),
+                trace_id: "req_runnertest00000000".into(),
+                occurred_at: Utc::now().trunc_subsecs(0),
+            },
+            actor: UserId::parse("usr_0000000000a1").expect("an id"),
+        }
+    }
+
+    fn revoked() -> MusicEvent {
+        MusicEvent::ShareRevoked(ShareRevoked {
+            share_id: ShareLinkId::parse("mslink_000000000055").expect("an id"),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_decision_is_appended_at_the_version_read_and_nothing_when_it_changes_nothing() {
+        let runner = runner();
+        let stream = StreamId::new("share-mslink_000000000055");
+        for _ in 0..3 {
+            runner
+                .on_stream(&ctx(), &stream, |history| {
+                    // Decide from the history: append only to an empty stream.
+                    let events = if history.events.is_empty() {
+                        vec![revoked()]
+                    } else {
+                        Vec::new()
+                    };
+                    Ok((events, ()))
+                })
+                .await
+                .expect("decided");
+        }
+        let history = runner.read(&stream).await.expect("read");
+        assert_eq!(history.version, 1);
+        assert_eq!(history.events[0].event, revoked());
+    }
+
+    #[tokio::test]
+    async fn a_rejection_is_the_answer_and_appends_nothing() {
+        let runner = runner();
+        let stream = StreamId::new("track-mtrack_00000000000a");
+        let refused = runner
+            .on_stream(&ctx(), &stream, |_| -> Result<(Vec<MusicEvent>, ()), _> {
+                Err(Rejection::not_found("track_id", "mtrack_00000000000a"))
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.status().as_u16(), 404);
+        assert_eq!(runner.read(&stream).await.expect("read").version, 0);
+    }
+
+    #[tokio::test]
+    async fn a_lost_race_is_decided_again_and_a_stream_that_keeps_changing_is_a_503() {
+        let runner = runner();
+        let stream = StreamId::new("share-mslink_000000000055");
+        runner
+            .store()
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(&revoked(), &ctx().meta)],
+            )
+            .await
+            .expect("someone else's event");
+        // The first attempt decides from a stale view (an empty stream), the second from the
+        // stream as it is.
+        let attempts = AtomicU32::new(0);
+        let (runner_ref, stream_ref, attempts_ref) = (&runner, &stream, &attempts);
+        let answer = runner
+            .new_stream(&ctx(), move || async move {
+                let round = attempts_ref.fetch_add(1, Ordering::SeqCst);
+                let history = runner_ref.read(stream_ref).await?;
+                let version = if round == 0 { 0 } else { history.version };
+                Ok(Decision {
+                    stream: stream_ref.clone(),
+                    expected: ExpectedVersion::after(version),
+                    events: vec![revoked()],
+                    answer: round,
+                })
+            })
+            .await
+            .expect("decided again");
+        assert_eq!(answer, 1);
+        assert_eq!(runner.read(&stream).await.expect("read").version, 2);
+
+        let always_stale = runner
+            .new_stream(&ctx(), || async {
+                Ok(Decision {
+                    stream: StreamId::new("share-mslink_000000000055"),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![revoked()],
+                    answer: (),
+                })
+            })
+            .await
+            .expect_err("gives up");
+        assert_eq!(always_stale.status().as_u16(), 503);
+    }
+}

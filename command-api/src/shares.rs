@@ -14,6 +14,7 @@ use axum::Json;
 use events::event::{TargetType, Visibility};
 use events::format::rfc3339;
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
+use events::password::{PasswordHash, SharePassword};
 use events::share_token::ShareToken;
 use events::{ExpectedVersion, StreamId};
 use serde::Serialize;
@@ -65,6 +66,11 @@ pub struct ShareLinkObject {
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
 }
 
 /// What both share routes answer, for their OpenAPI operations (the handlers answer
@@ -81,9 +87,6 @@ enum ShareResponses {
     /// Malformed JSON, or a `Content-Type` other than JSON.
     #[response(status = 400)]
     BadRequest(ErrorEnvelope),
-    /// No API key, or an unknown one.
-    #[response(status = 401)]
-    Unauthenticated(ErrorEnvelope),
     /// No such live track or collection of the caller's (the one the path names).
     #[response(status = 404)]
     NotFound(ErrorEnvelope),
@@ -98,66 +101,64 @@ enum ShareResponses {
     Unavailable(ErrorEnvelope),
 }
 
-// The body: a `ref`, not `Option<ShareRequest>`: it is optional, but `null` is not a body.
-/// Share a track: a new link, its raw token shown this once. The track's creator only.
-#[utoipa::path(
-    post,
-    path = "/v1/music/{org}/tracks/{track_id}/share",
-    operation_id = "share_track",
-    tag = "shares",
-    params(docs::Org, docs::Track),
-    request_body(
-        content = ref("#/components/schemas/ShareRequest"),
-        content_type = "application/json",
-        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
-    ),
-    responses(ShareResponses),
-    security(("api_key" = []), ("bearer" = [])),
-)]
-pub async fn share_track(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, track_id)): PathParams<(String, String)>,
-    OptionalJson(body): OptionalJson<ShareRequest>,
-) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("track_id", &track_id, TrackId::parse)?;
-    let target = ShareTarget::Track {
-        state: tracks::load(&state, &id).await?,
-        id,
+/// The two share routes differ only in their path and in what the link points at: one
+/// declaration for both, so their documentation and their handling cannot drift apart.
+macro_rules! share_route {
+    ($(#[$doc:meta])* $name:ident, $path:tt, $param:path, $field:tt, $id:ident, $kind:ident, $load:path) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post,
+            path = $path,
+            operation_id = stringify!($name),
+            tag = "shares",
+            params(docs::Org, $param),
+            // A `ref`, not `Option<ShareRequest>`: the body is optional, but `null` is not a body.
+            request_body(
+                content = ref("#/components/schemas/ShareRequest"),
+                content_type = "application/json",
+                description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
+            ),
+            responses(ShareResponses),
+            security(("api_key" = []), ("bearer" = [])),
+        )]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: Caller,
+            PathParams((org, raw_id)): PathParams<(String, String)>,
+            OptionalJson(body): OptionalJson<ShareRequest>,
+        ) -> Result<Response, ApiError> {
+            let org = caller.member_of(&org)?;
+            let id = path_id($field, &raw_id, $id::parse)?;
+            let target = ShareTarget::$kind {
+                state: $load(&state, &id).await?,
+                id,
+            };
+            create(&state, &caller, org, target, body).await
+        }
     };
-    create(&state, &caller, org, target, body).await
 }
 
-/// Share a collection: a new link, its raw token shown this once. The collection's creator only.
-#[utoipa::path(
-    post,
-    path = "/v1/music/{org}/collections/{collection_id}/share",
-    operation_id = "share_collection",
-    tag = "shares",
-    params(docs::Org, docs::Collection),
-    request_body(
-        content = ref("#/components/schemas/ShareRequest"),
-        content_type = "application/json",
-        description = "Optional: no body, an empty body or no `Content-Type` means the defaults.",
-    ),
-    responses(ShareResponses),
-    security(("api_key" = []), ("bearer" = [])),
-)]
-pub async fn share_collection(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, collection_id)): PathParams<(String, String)>,
-    OptionalJson(body): OptionalJson<ShareRequest>,
-) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
-    let target = ShareTarget::Collection {
-        state: collections::load(&state, &id).await?,
-        id,
-    };
-    create(&state, &caller, org, target, body).await
-}
+share_route!(
+    /// Share a track: a new link, its raw token shown this once. The track's creator only.
+    share_track,
+    "/v1/music/{org}/tracks/{track_id}/share",
+    docs::Track,
+    "track_id",
+    TrackId,
+    Track,
+    tracks::load
+);
+
+share_route!(
+    /// Share a collection: a new link, its raw token shown this once. The collection's creator only.
+    share_collection,
+    "/v1/music/{org}/collections/{collection_id}/share",
+    docs::Collection,
+    "collection_id",
+    CollectionId,
+    Collection,
+    collections::load
+);
 
 /// Both share routes: decide on the loaded target, then index the token and append, under a
 /// fresh id and token per attempt (a new share can only conflict on a collision).
@@ -168,9 +169,14 @@ async fn create(
     target: ShareTarget,
     body: ShareRequest,
 ) -> Result<Response, ApiError> {
+    let password_hash = match body.settable_password() {
+        Some(password) => Some(hash_password(password).await?),
+        None => None,
+    };
     let ctx = CommandContext::new(caller);
     let decider = ctx.decider();
     let (org, target, body, decider, ctx_ref) = (&org, &target, &body, &decider, &ctx);
+    let password_hash = &password_hash;
     let (link, token) = state
         .runner
         .new_stream(&ctx, move || async move {
@@ -181,6 +187,7 @@ async fn create(
                 share_id: ShareLinkId::generate(),
                 token_hash: token.hash(),
                 body: body.clone(),
+                password_hash: password_hash.clone(),
             };
             let share_id = command.share_id.clone();
             // Decided before the token is indexed: a refused command writes nothing.
@@ -205,16 +212,28 @@ async fn create(
             })
         })
         .await?;
-    let mut response =
-        (StatusCode::CREATED, Json(link_object(state, link, &token))).into_response();
-    // The body holds a secret shown once: no cache may keep it.
+    Ok(created(link_object(state, link, &token)))
+}
+
+/// `201` with `Cache-Control: no-store`: the body holds a secret shown once.
+pub fn created(link: ShareLinkObject) -> Response {
+    let mut response = (StatusCode::CREATED, Json(link)).into_response();
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    response
 }
 
-fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
+/// Hashes an owner's new password on a blocking thread: Argon2id takes tens of milliseconds
+/// of CPU, which must not stall the executor.
+pub async fn hash_password(password: SharePassword) -> Result<PasswordHash, ApiError> {
+    tokio::task::spawn_blocking(move || password.hash())
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// The link as it is now, with `token` (just drawn: creation or rotation) shown this once.
+pub fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
     let facts = link.facts;
     ShareLinkObject {
         id: facts.share_id.to_string(),
@@ -230,18 +249,22 @@ fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLi
         expires_at: facts.expires_at.map(rfc3339),
         max_views: facts.max_views,
         created_at: rfc3339(link.created_at),
+        password_protected: facts.password_hash.is_some(),
+        label: facts.label,
     }
 }
 
-/// Records which share a token's hash belongs to. `false` if the share id (or, astronomically
-/// unlikely, the hash) is taken: the caller retries with new ones.
+/// Records which share a token's hash belongs to. `false` if the hash is taken (astronomically
+/// unlikely): the caller retries with a new token. A share id drawn twice is caught by its
+/// stream's `ExpectedVersion::NoStream` instead; since a rotation adds a row per token, one
+/// share may have several rows, and its stream says which token is current.
 ///
 /// When the event log lives in this same PostgreSQL database, the row is committed without
 /// waiting for its own WAL flush: the `ShareCreated` append that follows commits synchronously,
 /// and flushing the WAL up to that commit flushes this row too, so a share whose event is durable
 /// always has its row. That halves the fsyncs a share costs. With another event store the row is
 /// flushed on its own.
-async fn index_token(
+pub async fn index_token(
     pool: &PgPool,
     flushed_by_append: bool,
     token: &ShareToken,
@@ -265,7 +288,8 @@ async fn index_token(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// The share a token's hash names in the index, if any.
+/// The share a token's hash names in the index, if any (the token may be one a rotation
+/// retired: the share's stream says which is current).
 pub async fn find_by_token(
     pool: &PgPool,
     token: &ShareToken,
@@ -287,7 +311,6 @@ pub async fn find_by_token(
     params(docs::Org, docs::Share),
     responses(
         (status = 200, description = "Revoked, now or before (`detail`: \"Share link revoked.\").", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
     ),

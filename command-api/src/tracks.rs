@@ -130,8 +130,6 @@ pub struct LicenceObject {
     responses(
         (status = 201, description = "The track, measured.", body = TrackObject),
         (status = 400, description = "Not a `multipart/form-data` body with a boundary, or a malformed one.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
         (status = 413, description = "The audio is larger than `MAX_UPLOAD_BYTES`.", body = ErrorEnvelope),
         (status = 422, description = "A field is missing or wrong (audio that does not decode included); `details` names each.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down.", body = ErrorEnvelope),
@@ -341,7 +339,6 @@ pub fn track_view(track: &Track) -> Result<TrackObject, ApiError> {
     params(docs::Org, docs::Track),
     responses(
         (status = 200, description = "Deleted (`detail`: \"Track deleted.\").", body = Ack),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
         (status = 403, description = "A member of the organization, but not the track's creator.", body = ErrorEnvelope),
         (status = 404, description = "No such live track in an organization of the caller.", body = ErrorEnvelope),
         (status = 503, description = "The database or the event store is down, or the track kept changing.", body = ErrorEnvelope),

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::ids::{CollectionId, LibraryItemId, OrganizationId, ShareLinkId, TrackId, UserId};
 use crate::licence::LicenceClass;
+use crate::password::PasswordHash;
 use crate::share_token::TokenHash;
 
 /// What a share link or a removal points at.
@@ -124,6 +125,8 @@ pub const MAX_VIEWS_LIMIT: u32 = i32::MAX as u32;
 /// A share link was created. Stream `share-{id}`. Carries the token's hash, never the token.
 ///
 /// Schema v2. v1 had `public: bool` instead of `visibility` and no `max_views`; see `upcast`.
+/// `password_hash` and `label` arrived later as optional fields (absent: none), which needs no
+/// new version: every v2 payload written before them decodes as an open, unlabelled link.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShareCreated {
     pub share_id: ShareLinkId,
@@ -138,6 +141,86 @@ pub struct ShareCreated {
     pub expires_at: Option<DateTime<Utc>>,
     /// `None`: unlimited.
     pub max_views: Option<u32>,
+    /// Argon2id PHC string of the link's password; `None`: open to anyone with the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<PasswordHash>,
+    /// The owner's own note about the link; never shown to recipients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The owner changed a link's settings. Stream `share-{id}`. Carries only what changed: an absent
+/// field is unchanged, a `null` one was cleared (never expires, unlimited, no password, no
+/// label). The event's `occurred_at` is the change's instant (an expiry "in N days" is already
+/// an instant here).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareSettingsChanged {
+    pub share_id: ShareLinkId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "changed")]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "changed")]
+    pub max_views: Option<Option<u32>>,
+    /// A new password only ever as its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "changed")]
+    pub password_hash: Option<Option<PasswordHash>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "changed")]
+    pub label: Option<Option<String>>,
+}
+
+impl ShareSettingsChanged {
+    /// A change of nothing yet, to fill in.
+    pub fn of(share_id: ShareLinkId) -> Self {
+        ShareSettingsChanged {
+            share_id,
+            visibility: None,
+            expires_at: None,
+            max_views: None,
+            password_hash: None,
+            label: None,
+        }
+    }
+
+    /// Whether it changes nothing (such an event is never appended).
+    pub fn is_empty(&self) -> bool {
+        self.visibility.is_none()
+            && self.expires_at.is_none()
+            && self.max_views.is_none()
+            && self.password_hash.is_none()
+            && self.label.is_none()
+    }
+}
+
+/// A field of [`ShareSettingsChanged`]: absent = unchanged (`None`), `null` = cleared
+/// (`Some(None)`), a value = set (`Some(Some(v))`).
+mod changed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        value: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// The owner rotated a link's token: the old one is dead from this event on, the new one (only
+/// its hash, as at creation) opens the same link with its settings, views and saved edges.
+/// Stream `share-{id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShareTokenRotated {
+    pub share_id: ShareLinkId,
+    pub token_hash: TokenHash,
 }
 
 /// Stream `share-{id}`. The event's `occurred_at` is the revocation time.
@@ -260,6 +343,54 @@ music_events! {
     CollectionReordered => 1,
     ShareCreated => 2,
     ShareRevoked => 1,
+    ShareSettingsChanged => 1,
+    ShareTokenRotated => 1,
     ContentRemoved => 1,
     SharedTrackSaved => 1,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn settings_changes_tell_unchanged_from_cleared() {
+        let id = ShareLinkId::parse("mslink_8c4e2a9f1b73").expect("id");
+        let mut change = ShareSettingsChanged::of(id);
+        assert!(change.is_empty());
+        change.max_views = Some(None);
+        change.label = Some(Some("for Ana".to_owned()));
+        let payload = MusicEvent::from(change.clone()).to_payload();
+        assert_eq!(
+            payload,
+            json!({"share_id": "mslink_8c4e2a9f1b73", "max_views": null, "label": "for Ana"})
+        );
+        let back: ShareSettingsChanged = serde_json::from_value(payload).expect("decodes");
+        assert_eq!(back, change);
+        assert!(!back.is_empty());
+    }
+
+    #[test]
+    fn share_created_without_the_newer_fields_decodes_as_open_and_unlabelled() {
+        let payload = json!({
+            "share_id": "mslink_8c4e2a9f1b73",
+            "token_hash": "ab".repeat(32),
+            "target_type": "track",
+            "target_id": "mtrack_5e8a1d3f9c27",
+            "organization_id": "org_abc123",
+            "owner_id": "usr_0123456789ab",
+            "visibility": "link_only",
+            "expires_at": null,
+            "max_views": null
+        });
+        let created: ShareCreated = serde_json::from_value(payload.clone()).expect("decodes");
+        assert_eq!(
+            (created.password_hash.clone(), created.label.clone()),
+            (None, None)
+        );
+        // Written back, an open link's payload is what it always was.
+        assert_eq!(serde_json::to_value(&created).expect("encodes"), payload);
+    }
 }

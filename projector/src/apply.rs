@@ -9,6 +9,9 @@
 //!   row against the ones before it: a second creation of an id (or token hash, or library
 //!   edge) is ignored, first wins;
 //! - removal and revocation stamps are set once (first wins), from the event's `occurred_at`;
+//! - a link's settings changes and token rotations merge field by field in log order (last
+//!   wins per field), which is what applying them one by one gives, since each field is set
+//!   outright, never computed from another;
 //! - a collection's membership is an ordered list: adding a member is a no-op, adding a new one
 //!   appends, removing closes the gap, `CollectionReordered` replaces the whole order;
 //! - creations are written before changes, which is only right if no change to an id precedes
@@ -20,7 +23,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use events::event::{
     CollectionCreated, CollectionReordered, CollectionTrackAdded, CollectionTrackRemoved,
-    ContentRemoved, ShareCreated, ShareRevoked, SharedTrackSaved, TargetType, TrackImported,
+    ContentRemoved, ShareCreated, ShareRevoked, ShareSettingsChanged, ShareTokenRotated,
+    SharedTrackSaved, TargetType, TrackImported,
 };
 use events::ids::{CollectionId, ShareLinkId, TrackId};
 use events::licence::{self, LicenceFacts};
@@ -41,6 +45,8 @@ pub struct Effects {
     removed_tracks: Stamps,
     removed_collections: Stamps,
     revoked_shares: Stamps,
+    /// Settings changes and rotations per share, merged in log order.
+    share_updates: HashMap<String, ShareUpdate>,
     /// Last membership change per collection (last wins).
     collection_updated: HashMap<String, DateTime<Utc>>,
     /// Membership changes per collection, in log order.
@@ -56,6 +62,9 @@ pub struct Changed {
     collections: BTreeSet<CollectionId>,
     shares: BTreeSet<ShareLinkId>,
     removed_tracks: BTreeSet<String>,
+    /// Token hashes a rotation retired or introduced: the query caches must forget both (the
+    /// notice's own lookup finds only the current one).
+    token_hashes: BTreeSet<String>,
 }
 
 struct NewTrack {
@@ -78,6 +87,19 @@ struct NewShare {
 struct NewLibraryItem {
     event: SharedTrackSaved,
     at: DateTime<Utc>,
+}
+
+/// What a batch changes about one existing share: `None` fields are untouched; a
+/// `Some(None)` clears the value.
+#[derive(Default)]
+struct ShareUpdate {
+    visibility: Option<&'static str>,
+    expires_at: Option<Option<DateTime<Utc>>>,
+    max_views: Option<Option<u32>>,
+    password_hash: Option<Option<String>>,
+    label: Option<Option<String>>,
+    token_hash: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
 }
 
 enum Membership {
@@ -123,7 +145,10 @@ impl Effects {
                 self.removed_collections.seen.contains(id)
                     || self.collection_updated.contains_key(id)
             }
-            MusicEvent::ShareCreated(e) => self.revoked_shares.seen.contains(e.share_id.as_str()),
+            MusicEvent::ShareCreated(e) => {
+                let id = e.share_id.as_str();
+                self.revoked_shares.seen.contains(id) || self.share_updates.contains_key(id)
+            }
             _ => false,
         }
     }
@@ -152,6 +177,8 @@ impl Effects {
             MusicEvent::CollectionReordered(e) => self.collection_reordered(e, at),
             MusicEvent::ShareCreated(e) => self.share_created(e, at, decoded.position),
             MusicEvent::ShareRevoked(e) => self.share_revoked(e, at),
+            MusicEvent::ShareSettingsChanged(e) => self.share_settings_changed(e, at),
+            MusicEvent::ShareTokenRotated(e) => self.share_token_rotated(e, at),
             MusicEvent::ContentRemoved(e) => self.content_removed(e, at),
             MusicEvent::SharedTrackSaved(e) => self.shared_track_saved(e, at),
         }
@@ -225,6 +252,39 @@ impl Effects {
         self.revoked_shares.stamp(e.share_id.as_str(), at);
     }
 
+    fn share_update(&mut self, share: &ShareLinkId, at: DateTime<Utc>) -> &mut ShareUpdate {
+        self.changed.shares.insert(share.clone());
+        let update = self.share_updates.entry(share.to_string()).or_default();
+        update.updated_at = Some(at);
+        update
+    }
+
+    fn share_settings_changed(&mut self, e: &ShareSettingsChanged, at: DateTime<Utc>) {
+        let update = self.share_update(&e.share_id, at);
+        if let Some(visibility) = e.visibility {
+            update.visibility = Some(visibility.as_str());
+        }
+        if let Some(expires_at) = e.expires_at {
+            update.expires_at = Some(expires_at);
+        }
+        if let Some(max_views) = e.max_views {
+            update.max_views = Some(max_views);
+        }
+        if let Some(password_hash) = &e.password_hash {
+            update.password_hash = Some(password_hash.as_ref().map(|h| h.as_str().to_owned()));
+        }
+        if let Some(label) = &e.label {
+            update.label = Some(label.clone());
+        }
+    }
+
+    fn share_token_rotated(&mut self, e: &ShareTokenRotated, at: DateTime<Utc>) {
+        self.changed
+            .token_hashes
+            .insert(e.token_hash.as_str().to_owned());
+        self.share_update(&e.share_id, at).token_hash = Some(e.token_hash.as_str().to_owned());
+    }
+
     fn content_removed(&mut self, e: &ContentRemoved, at: DateTime<Utc>) {
         match e.target_type {
             TargetType::Track => {
@@ -281,9 +341,11 @@ impl Effects {
             &self.revoked_shares,
         )
         .await?;
+        let mut changed = self.changed;
+        update_shares(conn, &self.share_updates, &mut changed).await?;
         touch_collections(conn, &self.collection_updated).await?;
         write_membership(conn, self.membership).await?;
-        Ok(self.changed)
+        Ok(changed)
     }
 }
 
@@ -293,6 +355,7 @@ impl Changed {
         self.collections.extend(other.collections);
         self.shares.extend(other.shares);
         self.removed_tracks.extend(other.removed_tracks);
+        self.token_hashes.extend(other.token_hashes);
     }
 
     /// The notice for these changes, once applied: finds every share link whose resolved view
@@ -311,7 +374,7 @@ impl Changed {
             .collect();
         let shares: Vec<&str> = self.shares.iter().map(ShareLinkId::as_str).collect();
         let removed: Vec<&str> = self.removed_tracks.iter().map(String::as_str).collect();
-        let token_hashes: Vec<String> = if targets.is_empty() && shares.is_empty() {
+        let mut token_hashes: Vec<String> = if targets.is_empty() && shares.is_empty() {
             Vec::new()
         } else {
             sqlx::query_scalar(
@@ -328,6 +391,9 @@ impl Changed {
             .fetch_all(conn)
             .await?
         };
+        token_hashes.extend(self.token_hashes);
+        token_hashes.sort_unstable();
+        token_hashes.dedup();
         Ok(ChangeNotice {
             position,
             token_hashes: token_hashes.into_iter().map(TokenHash::from_hex).collect(),
@@ -433,10 +499,14 @@ async fn insert_shares(conn: &mut PgConnection, rows: &[NewShare]) -> Result<(),
     }
     sqlx::query(
         "INSERT INTO share_links (token_hash, share_id, target_type, target_id, organization_id, \
-             owner_id, visibility, expires_at, max_views, created_at, created_position) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::timestamptz[], $9::int[], $10::timestamptz[], \
-             $11::bigint[]) \
+             owner_id, visibility, expires_at, max_views, created_at, created_position, \
+             password_hash, label, updated_at) \
+         SELECT n.*, n.created_at FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::int[], \
+             $10::timestamptz[], $11::bigint[], $12::text[], $13::text[]) \
+             AS n(token_hash, share_id, target_type, target_id, organization_id, owner_id, \
+                  visibility, expires_at, max_views, created_at, created_position, \
+                  password_hash, label) \
          ON CONFLICT DO NOTHING",
     )
     .bind(strs(rows, |r| r.event.token_hash.as_str()))
@@ -462,6 +532,100 @@ async fn insert_shares(conn: &mut PgConnection, rows: &[NewShare]) -> Result<(),
             .map(|r| i64::try_from(r.position).unwrap_or(i64::MAX))
             .collect::<Vec<_>>(),
     )
+    .bind(
+        rows.iter()
+            .map(|r| r.event.password_hash.as_ref().map(|h| h.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.event.label.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Applies the merged settings changes and rotations. The hashes a rotation retires are read
+/// first, so the notice names them: a query instance may have cached the old token's record.
+async fn update_shares(
+    conn: &mut PgConnection,
+    updates: &HashMap<String, ShareUpdate>,
+    changed: &mut Changed,
+) -> Result<(), sqlx::Error> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let rotated: Vec<&str> = updates
+        .iter()
+        .filter(|(_, u)| u.token_hash.is_some())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !rotated.is_empty() {
+        let retired: Vec<String> =
+            sqlx::query_scalar("SELECT token_hash FROM share_links WHERE share_id = ANY($1)")
+                .bind(&rotated)
+                .fetch_all(&mut *conn)
+                .await?;
+        changed.token_hashes.extend(retired);
+    }
+    let rows: Vec<(&String, &ShareUpdate)> = updates.iter().collect();
+    let set = |f: fn(&ShareUpdate) -> bool| rows.iter().map(|(_, u)| f(u)).collect::<Vec<_>>();
+    sqlx::query(
+        "UPDATE share_links AS s SET \
+             visibility = CASE WHEN u.set_visibility THEN u.visibility ELSE s.visibility END, \
+             expires_at = CASE WHEN u.set_expires THEN u.expires_at ELSE s.expires_at END, \
+             max_views = CASE WHEN u.set_max_views THEN u.max_views ELSE s.max_views END, \
+             password_hash = CASE WHEN u.set_password THEN u.password_hash \
+                                  ELSE s.password_hash END, \
+             label = CASE WHEN u.set_label THEN u.label ELSE s.label END, \
+             token_hash = coalesce(u.token_hash, s.token_hash), \
+             updated_at = u.at \
+         FROM UNNEST($1::text[], $2::bool[], $3::text[], $4::bool[], $5::timestamptz[], \
+             $6::bool[], $7::int[], $8::bool[], $9::text[], $10::bool[], $11::text[], \
+             $12::text[], $13::timestamptz[]) \
+             AS u(id, set_visibility, visibility, set_expires, expires_at, set_max_views, \
+                  max_views, set_password, password_hash, set_label, label, token_hash, at) \
+         WHERE s.share_id = u.id",
+    )
+    .bind(rows.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(set(|u| u.visibility.is_some()))
+    .bind(rows.iter().map(|(_, u)| u.visibility).collect::<Vec<_>>())
+    .bind(set(|u| u.expires_at.is_some()))
+    .bind(
+        rows.iter()
+            .map(|(_, u)| u.expires_at.flatten())
+            .collect::<Vec<_>>(),
+    )
+    .bind(set(|u| u.max_views.is_some()))
+    .bind(
+        rows.iter()
+            .map(|(_, u)| {
+                u.max_views
+                    .flatten()
+                    .map(|v| i32::try_from(v).unwrap_or(i32::MAX))
+            })
+            .collect::<Vec<_>>(),
+    )
+    .bind(set(|u| u.password_hash.is_some()))
+    .bind(
+        rows.iter()
+            .map(|(_, u)| u.password_hash.clone().flatten())
+            .collect::<Vec<_>>(),
+    )
+    .bind(set(|u| u.label.is_some()))
+    .bind(
+        rows.iter()
+            .map(|(_, u)| u.label.clone().flatten())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, u)| u.token_hash.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, u)| u.updated_at).collect::<Vec<_>>())
     .execute(conn)
     .await
     .map(drop)

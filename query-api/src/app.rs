@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::Router;
 use service_kit::auth::ApiKeys;
+use service_kit::server;
 use service_kit::telemetry::{self, Metric};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use crate::audit::publisher::Publisher;
@@ -22,6 +23,8 @@ use crate::audit::spool::Spool;
 use crate::audit::{self, Auditor};
 use crate::cache::ResolveCache;
 use crate::client_ip::TrustedProxies;
+use crate::password_check::PasswordChecker;
+use crate::password_guard::PasswordGuard;
 use crate::playback::{self, PlaybackSigner};
 use crate::rate_limit::shared::RedisLimits;
 use crate::rate_limit::ResolveLimit;
@@ -100,6 +103,8 @@ pub struct Settings {
     pub audit_stream_replicas: usize,
     pub notice_namespace: String,
     pub stats_flush_every: Duration,
+    /// Password checks at once, at most (0: [`PasswordChecker::default_workers`]).
+    pub password_check_workers: usize,
 }
 
 impl Settings {
@@ -128,6 +133,8 @@ pub struct AppState {
     pub media_dir: Arc<PathBuf>,
     pub stats: ViewStats,
     pub api_keys: ApiKeys,
+    pub password_guard: PasswordGuard,
+    pub passwords: PasswordChecker,
 }
 
 impl FromRef<AppState> for ApiKeys {
@@ -140,13 +147,14 @@ impl FromRef<AppState> for ApiKeys {
 /// path and the method from `#[utoipa::path]`), so the document is the route table.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
-        .routes(routes!(resolve::handler))
+        .routes(resolve::operation().layer(DefaultBodyLimit::max(resolve::FORM_LIMIT)))
         .routes(routes!(media::handler))
         .routes(routes!(shares::handler))
         .routes(routes!(crate::analytics::handler))
 }
 
-/// A running instance: its state and the tasks behind it.
+/// A running instance: its state and the tasks behind it, with the lifecycle both APIs share:
+/// [`App::start`], [`App::router`] (served by `service_kit::server::run`), [`App::shutdown`].
 pub struct App {
     pub state: AppState,
     stop: CancellationToken,
@@ -240,6 +248,11 @@ impl App {
             media_dir: Arc::new(settings.media_dir.clone()),
             stats,
             api_keys: ApiKeys::new(pool.clone()),
+            password_guard: PasswordGuard::default(),
+            passwords: PasswordChecker::new(match settings.password_check_workers {
+                0 => PasswordChecker::default_workers(),
+                n => n,
+            }),
             pool,
         };
         Ok(App {
@@ -248,6 +261,18 @@ impl App {
             publisher,
             tasks,
         })
+    }
+
+    /// The whole application, ready to serve: the query routes, health, readiness, metrics and
+    /// `/openapi.json`, behind the layers every API shares.
+    pub fn router(&self) -> Router {
+        let pool = self.state.pool.clone();
+        let ready = server::ready_check(move || {
+            let pool = pool.clone();
+            async move { server::postgres_ready(&pool).await }
+        });
+        let api = self.api().merge(server::health_api(ready));
+        server::finish(service_kit::openapi::serve(api))
     }
 
     /// The API's own routes (without health, metrics and the shared layers).
@@ -260,8 +285,8 @@ impl App {
         routes().with_state(self.state.clone())
     }
 
-    /// Stops the background tasks: view statistics are flushed, audit events still queued are
-    /// published or spooled.
+    /// After the server has drained, stops the background tasks: view statistics are flushed,
+    /// audit events still queued are published or spooled.
     pub async fn shutdown(mut self) {
         // The server has drained its requests, so everything they audited is in the channel;
         // told to stop, the publisher empties it (and the spool) before it returns.
@@ -280,5 +305,6 @@ impl App {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        tracing::info!("query-api stopped");
     }
 }

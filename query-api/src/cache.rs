@@ -174,6 +174,7 @@ mod tests {
                 expires_at: None,
                 max_views: None,
                 revoked_at: None,
+                password_hash: None,
                 content: Content::Removed,
             }),
         })

@@ -66,6 +66,9 @@ pub struct QueryArgs {
     /// Serve every resolve from the read models (for cold measurements).
     #[arg(long, env = "RESOLVE_CACHE_DISABLED", default_value_t = false)]
     pub resolve_cache_disabled: bool,
+    /// Share-link password checks (Argon2id) run at once, at most; 0: half the cores.
+    #[arg(long, env = "PASSWORD_CHECK_WORKERS", default_value_t = 0)]
+    pub password_check_workers: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +135,7 @@ impl Cli {
             audit_stream_replicas: usize::from(self.service.nats.audit_stream_replicas),
             notice_namespace: self.service.namespace(),
             stats_flush_every: Duration::from_secs(2),
+            password_check_workers: q.password_check_workers,
         }
     }
 }
@@ -168,17 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(cli: &Cli) -> anyhow::Result<()> {
     let pool = cli.service.pool().await?;
-    let app = App::start(cli.settings(), pool.clone()).await?;
-
-    let ready = server::ready_check(move || {
-        let pool = pool.clone();
-        async move { server::postgres_ready(&pool).await }
-    });
-    let api = app.api().merge(server::health_api(ready));
-    let router = server::finish(service_kit::openapi::serve(api));
-    let listener = server::bind(&cli.query.addr, "query-api").await?;
-    server::serve(listener, router, server::shutdown_signal()).await?;
+    let app = App::start(cli.settings(), pool).await?;
+    server::run(&cli.query.addr, "query-api", app.router()).await?;
     app.shutdown().await;
-    tracing::info!("query-api stopped");
     Ok(())
 }

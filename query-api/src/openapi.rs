@@ -41,6 +41,7 @@ pub fn document() -> Value {
 /// Every route of CONTRACT.md's query table, and the operations both APIs serve.
 pub const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/music/shared/{token}"),
+    ("post", "/v1/music/shared/{token}"),
     ("get", "/v1/music/media/{track_id}"),
     ("get", "/v1/music/{org}/shares"),
     ("get", "/v1/music/{org}/share/{share_id}/stats"),

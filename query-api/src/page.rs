@@ -20,11 +20,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use events::event::Visibility;
+use events::link::LinkStatus;
 use service_kit::ApiError;
 
 use crate::app::AppState;
-use crate::audit::Outcome;
-use crate::resolve::Resolution;
+use crate::resolve::{Refusal, Resolution};
 use crate::view::{ResolvedView, TrackView, UNAVAILABLE_MESSAGE};
 
 /// `og:site_name`, and the suffix of every `<title>`.
@@ -32,11 +32,12 @@ pub const SITE_NAME: &str = "Music Share";
 
 /// The heading and first line of the one page every dead link gets (the JSON message).
 pub const DEAD_HEADING: &str = "This link is no longer available";
-const DEAD_MESSAGE: &str = "This share link is no longer available.";
+const DEAD_MESSAGE: &str = events::link::DEAD_LINK_MESSAGE;
 
-/// No script at all; inline style only; media from wherever the signed URLs point.
+/// No script at all; inline style only; media from wherever the signed URLs point; forms (the
+/// password form, "Listen") post only back to this origin.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
-     media-src http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     media-src http: https:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Served if a template ever fails to render (it should not: every value is a plain string).
 const RENDER_FAILED: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -75,6 +76,8 @@ struct TrackPage {
     head: Head,
     track: PageTrack,
     expiry: Option<Expiry>,
+    /// Read-only (a limited link's `GET`, a preview): a "Listen" button instead of a player.
+    listen: bool,
 }
 
 #[derive(Template)]
@@ -86,6 +89,15 @@ struct CollectionPage {
     count: String,
     tracks: Vec<PageTrack>,
     expiry: Option<Expiry>,
+    listen: bool,
+}
+
+/// A protected link: only the password form (nothing of the share, not even its title).
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    head: Head,
+    problem: Option<&'static str>,
 }
 
 /// Dead link, removed content, rate limited, store failure.
@@ -106,7 +118,8 @@ struct PageTrack {
     clock: String,
     /// The measured duration in seconds, exactly as the JSON gives it.
     seconds: String,
-    playback_url: String,
+    /// `None` on a read-only page.
+    playback_url: Option<String>,
     commercial: &'static str,
     attribution: &'static str,
     licence_class: String,
@@ -183,17 +196,45 @@ impl Expiry {
 
 /// The page for a resolved token, with the status the JSON rendering would have.
 pub fn render(app: &AppState, resolution: &Resolution, now: DateTime<Utc>) -> Response {
-    match (resolution.outcome, resolution.row()) {
-        (Outcome::Ok, Some(row)) => {
-            let view = ResolvedView::live(row, |track_id| app.signer.mint(track_id, now));
-            live(view, row.visibility)
+    match resolution.refusal {
+        Some(Refusal::PasswordRequired) => return password_form(None),
+        Some(Refusal::PasswordInvalid) => {
+            return password_form(Some("That password is not correct. Please try again."))
         }
-        (Outcome::Unavailable, Some(row)) => removed(row.target_type.as_str()),
+        Some(Refusal::TooManyGuesses(wait)) => {
+            let mut response = rate_limited(wait);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            return response;
+        }
+        None => {}
+    }
+    match (resolution.status, resolution.row()) {
+        (Some(LinkStatus::Active), Some(row)) if resolution.preview => {
+            live(ResolvedView::live(row, |_| None), row.visibility, true)
+        }
+        (Some(LinkStatus::Active), Some(row)) => {
+            let view = ResolvedView::live(row, |track_id| Some(app.signer.mint(track_id, now)));
+            live(view, row.visibility, false)
+        }
+        (Some(LinkStatus::Unavailable), Some(row)) => removed(row.target_type.as_str()),
         _ => dead(),
     }
 }
 
-fn live(view: ResolvedView, visibility: Visibility) -> Response {
+/// The password form of a protected link (401, like the JSON's `PASSWORD_REQUIRED` and
+/// `INVALID_PASSWORD`), with why the last try failed.
+fn password_form(problem: Option<&'static str>) -> Response {
+    let head = Head::new(
+        "Password required",
+        "This share link is protected by a password.",
+        "website",
+    );
+    respond(StatusCode::UNAUTHORIZED, &PasswordPage { head, problem })
+}
+
+fn live(view: ResolvedView, visibility: Visibility, listen: bool) -> Response {
     let noindex = visibility != Visibility::Public;
     let expiry = view
         .share
@@ -211,6 +252,7 @@ fn live(view: ResolvedView, visibility: Visibility) -> Response {
                     head,
                     track,
                     expiry,
+                    listen,
                 },
             )
         }
@@ -240,6 +282,7 @@ fn live(view: ResolvedView, visibility: Visibility) -> Response {
                     count,
                     tracks,
                     expiry,
+                    listen,
                 },
             )
         }
@@ -410,8 +453,9 @@ mod tests {
             mode: "creation".to_owned(),
             measured_duration_seconds: seconds,
             instrumental: false,
-            playback_url: "http://m/v1/music/media/mtrack_0123456789ab?exp=1&kid=k&sig=ab"
-                .to_owned(),
+            playback_url: Some(
+                "http://m/v1/music/media/mtrack_0123456789ab?exp=1&kid=k&sig=ab".to_owned(),
+            ),
             licence: LicenceView {
                 licence_class: "personal_only".to_owned(),
                 licence_version: "2026-01".to_owned(),
@@ -446,6 +490,7 @@ mod tests {
             head: Head::new("<script>x</script>", "d", "music.song"),
             track: PageTrack::new(track("<script>x</script>", 61.5)),
             expiry: None,
+            listen: false,
         };
         let html = page.render().expect("renders");
         assert!(!html.contains("<script"), "{html}");

@@ -9,11 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use events::event::{TargetType, Visibility};
+use events::link::{judge, LinkFacts, LinkStatus};
+use events::share_usage;
 use serde::{Deserialize, Serialize};
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -42,17 +43,6 @@ pub struct OrgParam {
     /// otherwise, or when malformed, 404.
     #[param(pattern = r"^org_[a-z0-9_]{3,40}$")]
     org: String,
-}
-
-/// A link's status as of the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ShareStatus {
-    Active,
-    Expired,
-    Revoked,
-    OverLimit,
-    Unavailable,
 }
 
 /// One of the caller's share links (never its token).
@@ -87,7 +77,17 @@ pub struct ShareListItem {
     #[serde(serialize_with = "whole_seconds")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub last_viewed_at: Option<DateTime<Utc>>,
-    pub status: ShareStatus,
+    /// As of the request ([`events::link::judge`]).
+    pub status: LinkStatus,
+    /// Whether opening the link needs its password.
+    pub password_protected: bool,
+    /// The owner's own note; null: none.
+    #[schema(required = true)]
+    pub label: Option<String>,
+    /// The last change of settings or token (UTC, whole seconds); `created_at` before any.
+    #[serde(serialize_with = "whole_seconds")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// A page of share links, newest first.
@@ -109,10 +109,7 @@ pub struct ShareList {
     responses(
         (status = 200, description = "A page of the caller's links.", body = ShareList),
         (status = 400, description = "The query string could not be parsed (a parameter given twice, say).", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "The caller is not a member of the organization.", body = ErrorEnvelope),
         (status = 422, description = "`limit` is not an integer from 1 to 100, or `cursor` is not one this API gave.", body = ErrorEnvelope),
-        (status = 503, description = "The database is down.", body = ErrorEnvelope),
     ),
     security(("api_key" = []), ("bearer" = [])),
 )]
@@ -155,85 +152,111 @@ pub async fn handler(
         }) => (Some(created_at), Some(position), Some(share_id)),
         None => (None, None, None),
     };
-    let rows = sqlx::query(
-        "SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
-                s.max_views, s.created_at, s.created_position, s.revoked_at, \
-                coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
-                coalesce(u.used, 0) AS used, \
-                CASE WHEN s.target_type = 'track' \
-                     THEN t.track_id IS NULL OR t.removed_at IS NOT NULL \
-                     ELSE c.collection_id IS NULL OR c.removed_at IS NOT NULL END AS removed \
-           FROM read_model.share_links s \
-           LEFT JOIN read_model.tracks t \
-                  ON s.target_type = 'track' AND t.track_id = s.target_id \
-           LEFT JOIN read_model.collections c \
-                  ON s.target_type = 'collection' AND c.collection_id = s.target_id \
-           LEFT JOIN query_side.share_views v ON v.share_id = s.share_id \
-           LEFT JOIN query_side.share_usage u ON u.share_id = s.share_id \
-          WHERE s.organization_id = $1 AND s.owner_id = $2 \
-            AND ($3::timestamptz IS NULL \
-                 OR (s.created_at, s.created_position, s.share_id) < ($3, $4, $5)) \
-          ORDER BY s.created_at DESC, s.created_position DESC, s.share_id DESC \
-          LIMIT $6",
-    )
-    .bind(org.as_str())
-    .bind(caller.user_id.as_str())
-    .bind(after_at)
-    .bind(after_position)
-    .bind(after_id)
-    .bind(limit + 1)
-    .fetch_all(&app.pool)
-    .await?;
+    let rows: Vec<ListRow> = sqlx::query_as(LIST_SQL)
+        .bind(org.as_str())
+        .bind(caller.user_id.as_str())
+        .bind(after_at)
+        .bind(after_position)
+        .bind(after_id)
+        .bind(limit + 1)
+        .fetch_all(&app.pool)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let limited: Vec<&str> = page
+        .iter()
+        .filter(|r| r.max_views.is_some())
+        .map(|r| r.share_id.as_str())
+        .collect();
+    let views_taken = share_usage::views_taken_of(&app.pool, &limited).await?;
 
-    let mut data = Vec::with_capacity(rows.len());
-    let mut cursor_of_last = None;
-    for row in rows.iter().take(limit as usize) {
-        let item = list_item(row, now)?;
-        cursor_of_last = Some(encode_cursor(&Cursor {
-            created_at: row.try_get("created_at")?,
-            position: row.try_get("created_position")?,
-            share_id: item.id.clone(),
-        }));
-        data.push(item);
-    }
-    let next_cursor = if rows.len() as i64 > limit {
-        cursor_of_last
-    } else {
-        None
+    let next_cursor = match page.last() {
+        Some(last) if more => Some(encode_cursor(&Cursor {
+            created_at: last.created_at,
+            position: last.created_position,
+            share_id: last.share_id.clone(),
+        })),
+        _ => None,
     };
+    let data = page
+        .iter()
+        .map(|row| {
+            let taken = views_taken.get(&row.share_id).copied().unwrap_or(0);
+            row.item(taken, now)
+        })
+        .collect();
     Ok(Json(ShareList { data, next_cursor }))
 }
 
-fn list_item(row: &sqlx::postgres::PgRow, now: DateTime<Utc>) -> Result<ShareListItem, ApiError> {
-    let expires_at: Option<DateTime<Utc>> = row.try_get("expires_at")?;
-    let revoked_at: Option<DateTime<Utc>> = row.try_get("revoked_at")?;
-    let max_views: Option<i32> = row.try_get("max_views")?;
-    let used: i64 = row.try_get("used")?;
-    let removed: Option<bool> = row.try_get("removed")?;
-    let status = if revoked_at.is_some() {
-        ShareStatus::Revoked
-    } else if expires_at.is_some_and(|at| at <= now) {
-        ShareStatus::Expired
-    } else if max_views.is_some_and(|max| used >= i64::from(max)) {
-        ShareStatus::OverLimit
-    } else if removed.unwrap_or(false) {
-        ShareStatus::Unavailable
-    } else {
-        ShareStatus::Active
-    };
-    Ok(ShareListItem {
-        id: row.try_get("share_id")?,
-        target_type: row.try_get("target_type")?,
-        target_id: row.try_get("target_id")?,
-        visibility: row.try_get("visibility")?,
-        expires_at,
-        max_views,
-        created_at: Some(row.try_get("created_at")?),
-        revoked_at,
-        view_count: row.try_get("view_count")?,
-        last_viewed_at: row.try_get("last_viewed_at")?,
-        status,
-    })
+/// A page of the caller's links with their content's state and view statistics, newest first,
+/// after the cursor's sort key when there is one.
+const LIST_SQL: &str = "\
+SELECT s.share_id, s.target_type, s.target_id, s.visibility, s.expires_at, \
+       s.max_views, s.created_at, s.created_position, s.revoked_at, \
+       s.password_hash IS NOT NULL AS password_protected, s.label, \
+       coalesce(s.updated_at, s.created_at) AS updated_at, \
+       coalesce(v.view_count, 0) AS view_count, v.last_viewed_at, \
+       CASE WHEN s.target_type = 'track' \
+            THEN t.track_id IS NULL OR t.removed_at IS NOT NULL \
+            ELSE c.collection_id IS NULL OR c.removed_at IS NOT NULL END AS removed \
+  FROM read_model.share_links s \
+  LEFT JOIN read_model.tracks t \
+         ON s.target_type = 'track' AND t.track_id = s.target_id \
+  LEFT JOIN read_model.collections c \
+         ON s.target_type = 'collection' AND c.collection_id = s.target_id \
+  LEFT JOIN query_side.share_views v ON v.share_id = s.share_id \
+ WHERE s.organization_id = $1 AND s.owner_id = $2 \
+   AND ($3::timestamptz IS NULL \
+        OR (s.created_at, s.created_position, s.share_id) < ($3, $4, $5)) \
+ ORDER BY s.created_at DESC, s.created_position DESC, s.share_id DESC \
+ LIMIT $6";
+
+/// One row of [`LIST_SQL`].
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    share_id: String,
+    target_type: String,
+    target_id: String,
+    visibility: String,
+    expires_at: Option<DateTime<Utc>>,
+    max_views: Option<i32>,
+    created_at: DateTime<Utc>,
+    created_position: i64,
+    revoked_at: Option<DateTime<Utc>>,
+    view_count: i64,
+    last_viewed_at: Option<DateTime<Utc>>,
+    removed: Option<bool>,
+    password_protected: bool,
+    label: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+impl ListRow {
+    /// The list item, judged at `now` with `views_taken` views taken.
+    fn item(&self, views_taken: u64, now: DateTime<Utc>) -> ShareListItem {
+        let link = LinkFacts {
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at,
+            max_views: self.max_views.map(|m| m.max(0) as u32),
+            content_removed: self.removed.unwrap_or(false),
+        };
+        ShareListItem {
+            id: self.share_id.clone(),
+            target_type: self.target_type.clone(),
+            target_id: self.target_id.clone(),
+            visibility: self.visibility.clone(),
+            expires_at: self.expires_at,
+            max_views: self.max_views,
+            created_at: Some(self.created_at),
+            revoked_at: self.revoked_at,
+            view_count: self.view_count,
+            last_viewed_at: self.last_viewed_at,
+            status: judge(&link, views_taken, now),
+            password_protected: self.password_protected,
+            label: self.label.clone(),
+            updated_at: Some(self.updated_at),
+        }
+    }
 }
 
 /// Where a page ended: the last link's sort key.

@@ -3,12 +3,13 @@
 //!
 //! A [`ShareRecord`] holds only facts that change through events (and so through change
 //! notices): revocation, content, expiry instant. Whether the link is alive is decided per
-//! request by [`ShareRecord::judge`], never cached, so an expiry passes at its instant even for a
-//! cached record. Playback URLs are minted per response by the renderer, never stored here.
+//! request by [`events::link::judge`] from [`ShareRow::link_facts`], never cached, so an expiry
+//! passes at its instant even for a cached record. Playback URLs are minted per response by the renderer, never stored here.
 
 use chrono::{DateTime, Utc};
 use events::event::{TargetType, Visibility};
 use events::licence::LicenceClass;
+use events::link::LinkFacts;
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -28,6 +29,8 @@ pub struct ShareRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub max_views: Option<u32>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The link's password as an Argon2id PHC string; `None`: open to anyone with the link.
+    pub password_hash: Option<events::password::PasswordHash>,
     pub content: Content,
 }
 
@@ -61,39 +64,20 @@ pub struct TrackFacts {
     pub requires_attribution: bool,
 }
 
-/// Why a link is dead, for the audit only: clients get one identical answer for all of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeadCause {
-    NotFound,
-    Revoked,
-    Expired,
-    OverLimit,
-}
-
-/// A record judged at one instant, before `max_views` is counted.
-#[derive(Debug)]
-pub enum Judgement<'a> {
-    Dead(DeadCause),
-    Unavailable(&'a ShareRow),
-    Alive(&'a ShareRow),
+impl ShareRow {
+    /// What [`events::link::judge`] needs to know about this link. Whether it is alive is
+    /// judged per request from these, never cached, so an expiry passes at its instant.
+    pub fn link_facts(&self) -> LinkFacts {
+        LinkFacts {
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at,
+            max_views: self.max_views,
+            content_removed: matches!(self.content, Content::Removed),
+        }
+    }
 }
 
 impl ShareRecord {
-    pub fn judge(&self, now: DateTime<Utc>) -> Judgement<'_> {
-        let Some(row) = &self.share else {
-            return Judgement::Dead(DeadCause::NotFound);
-        };
-        if row.revoked_at.is_some() {
-            Judgement::Dead(DeadCause::Revoked)
-        } else if row.expires_at.is_some_and(|at| at <= now) {
-            Judgement::Dead(DeadCause::Expired)
-        } else if matches!(row.content, Content::Removed) {
-            Judgement::Unavailable(row)
-        } else {
-            Judgement::Alive(row)
-        }
-    }
-
     /// Every id whose change notice makes this record stale: the token hash's own key is
     /// checked by the cache; these are the share, its target and a collection's tracks.
     pub fn dependency_ids(&self) -> Vec<&str> {
@@ -160,9 +144,10 @@ pub struct TrackView {
     #[schema(minimum = 0)]
     pub measured_duration_seconds: f64,
     pub instrumental: bool,
-    /// A short-lived signed URL of the audio (`GET /v1/music/media/{track_id}`).
-    #[schema(format = "uri")]
-    pub playback_url: String,
+    /// A short-lived signed URL of the audio (`GET /v1/music/media/{track_id}`); null for a
+    /// link-preview agent, which takes no view.
+    #[schema(format = "uri", required = true)]
+    pub playback_url: Option<String>,
     pub licence: LicenceView,
 }
 
@@ -203,8 +188,9 @@ impl ResolvedView {
         }
     }
 
-    /// The live view of `row`, with `playback_url` minting a fresh URL per track.
-    pub fn live(row: &ShareRow, playback_url: impl Fn(&str) -> String) -> Self {
+    /// The live view of `row`, with `playback_url` minting a fresh URL per track (or none, for
+    /// a preview).
+    pub fn live(row: &ShareRow, playback_url: impl Fn(&str) -> Option<String>) -> Self {
         let track_view = |t: &TrackFacts| TrackView {
             id: t.id.clone(),
             title: t.title.clone(),

@@ -19,9 +19,12 @@ use crate::request_id::current_request_id;
 pub enum ErrorCode {
     InvalidRequest,
     AuthenticationRequired,
+    PasswordRequired,
+    InvalidPassword,
     Forbidden,
     ResourceNotFound,
     MethodNotAllowed,
+    Conflict,
     RequestTimeout,
     PayloadTooLarge,
     UriTooLong,
@@ -38,6 +41,9 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::AuthenticationRequired => "AUTHENTICATION_REQUIRED",
+            ErrorCode::PasswordRequired => "PASSWORD_REQUIRED",
+            ErrorCode::InvalidPassword => "INVALID_PASSWORD",
+            ErrorCode::Conflict => "CONFLICT",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::ResourceNotFound => "RESOURCE_NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -170,6 +176,40 @@ impl ApiError {
         )
     }
 
+    /// 401 for a password-protected share link resolved without `X-Share-Password` (or the
+    /// page's form). Carries nothing of the share.
+    pub fn password_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::PasswordRequired,
+            ErrorKind::AuthenticationError,
+            "This share link is protected by a password.",
+            "Send the link's password in the X-Share-Password header",
+        )
+    }
+
+    /// 401 for a wrong share-link password.
+    pub fn invalid_password() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidPassword,
+            ErrorKind::AuthenticationError,
+            "The password is not correct.",
+            "The X-Share-Password header does not match the link's password",
+        )
+    }
+
+    /// 409: the resource is in a state that refuses the change (a revoked share link).
+    pub fn conflict(message: &str, system_message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            ErrorCode::Conflict,
+            ErrorKind::ClientError,
+            message,
+            system_message,
+        )
+    }
+
     /// 403: known to the caller, but not theirs to do this to (or a bad media signature).
     pub fn forbidden(system_message: impl Into<String>) -> Self {
         Self::new(
@@ -193,14 +233,15 @@ impl ApiError {
         )
     }
 
-    /// 404 for every dead share link: unknown, malformed, revoked, expired or over its limit.
-    pub fn dead_share_link() -> Self {
+    /// 404 in words of the caller's own, for a product whose one answer to several causes is
+    /// not "resource not found" (the dead share link: `events::link::DEAD_LINK_MESSAGE`).
+    pub fn not_found_saying(message: &str, system_message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorCode::ResourceNotFound,
             ErrorKind::ClientError,
-            "This share link is no longer available.",
-            "Share token invalid, revoked, or expired",
+            message,
+            system_message,
         )
     }
 

@@ -7,6 +7,9 @@
 //!
 //! - `X-Request-Id` on every response ([`crate::request_id::propagate`] sets it);
 //! - `Retry-After` on every 429 and 503 ([`crate::ApiError`] sets it);
+//! - on every authenticated operation (one with `security`), the errors of
+//!   [`crate::auth::Caller`]: 401, 503, and 404 on an organization's path, unless the operation
+//!   documents its own (a 404 or 503 that says more);
 //! - the two security schemes of [`crate::auth`]: `X-API-Key` and `Authorization: Bearer`.
 //!
 //! Every response header a document names is marked `required`: the APIs document only headers
@@ -22,8 +25,11 @@ use axum::{Extension, Router};
 use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+use crate::error::ErrorEnvelope;
 
 /// The name of the `X-API-Key` security scheme, for `security((...))` on operations.
 pub const API_KEY: &str = "api_key";
@@ -89,24 +95,32 @@ pub fn finish(mut document: OpenApi) -> Value {
                 .build(),
         ),
     );
+    // The answers of the authenticated routes refer to the envelope, whatever else they list.
+    let mut envelope = vec![(ErrorEnvelope::name().into_owned(), ErrorEnvelope::schema())];
+    ErrorEnvelope::schemas(&mut envelope);
+    components.schemas.extend(envelope);
     let mut value = serde_json::to_value(&document)
         .expect("an OpenAPI document is plain data and always serializes");
     let operations = value
         .get_mut("paths")
         .and_then(Value::as_object_mut)
         .into_iter()
-        .flat_map(|paths| paths.values_mut())
-        .filter_map(Value::as_object_mut)
-        .flat_map(|item| item.iter_mut())
-        .filter(|(method, _)| HTTP_METHODS.contains(&method.as_str()))
-        .map(|(_, operation)| operation);
-    for operation in operations {
+        .flat_map(|paths| paths.iter_mut())
+        .filter_map(|(path, item)| Some((path, item.as_object_mut()?)))
+        .flat_map(|(path, item)| item.iter_mut().map(move |op| (path, op)))
+        .filter(|(_, (method, _))| HTTP_METHODS.contains(&method.as_str()))
+        .map(|(path, (_, operation))| (path, operation));
+    for (path, operation) in operations {
+        let authenticated = operation.get("security").is_some_and(Value::is_array);
         let Some(responses) = operation
             .get_mut("responses")
             .and_then(Value::as_object_mut)
         else {
             continue;
         };
+        if authenticated {
+            add_caller_errors(path, responses);
+        }
         for (status, response) in responses.iter_mut() {
             let Some(response) = response.as_object_mut() else {
                 continue;
@@ -115,6 +129,29 @@ pub fn finish(mut document: OpenApi) -> Value {
         }
     }
     value
+}
+
+/// The answers [`crate::auth::Caller`] gives on every authenticated route, unless the operation
+/// documents its own: 401 without a known key, 503 when the key cannot be checked, and on a path
+/// of an organization, 404 when the caller is not a member ([`crate::auth::Caller::member_of`]).
+fn add_caller_errors(path: &str, responses: &mut Map<String, Value>) {
+    let mut errors = vec![
+        ("401", "No API key, or an unknown one."),
+        ("503", "The database is down."),
+    ];
+    if path.contains("{org}") {
+        errors.push(("404", "The caller is not a member of the organization."));
+    }
+    for (status, description) in errors {
+        responses.entry(status).or_insert_with(|| {
+            json!({
+                "description": description,
+                "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ErrorEnvelope",
+                }}},
+            })
+        });
+    }
 }
 
 const HTTP_METHODS: [&str; 8] = [

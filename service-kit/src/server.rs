@@ -111,8 +111,16 @@ pub async fn bind(addr: &str, what: &str) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// What an API binary does with its router: binds `addr` ([`bind`]) and [`serve`]s until
+/// SIGTERM or Ctrl-C, then drains in-flight requests.
+pub async fn run(addr: &str, service: &str, router: Router) -> std::io::Result<()> {
+    let listener = bind(addr, service).await?;
+    serve(listener, router, shutdown_signal()).await
+}
+
 /// Serves `app` until `shutdown` completes, then drains in-flight requests, with the
-/// contract's connection timeouts (see [`crate::connection`]).
+/// contract's connection timeouts (see [`crate::connection`]). The one place any process hands
+/// connections to the HTTP server.
 pub async fn serve(
     listener: TcpListener,
     app: Router,

@@ -76,6 +76,7 @@ async fn run() {
         audit_stream_replicas: 1,
         notice_namespace: q.db.name.clone(),
         stats_flush_every: Duration::from_secs(2),
+        password_check_workers: 0,
     };
 
     // `cargo bench -p tests --bench query_resolve -- limiter`: the shared limiter's cost alone.

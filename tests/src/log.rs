@@ -51,6 +51,8 @@ pub fn stream_of(event: &MusicEvent) -> StreamId {
         MusicEvent::CollectionReordered(e) => StreamId::collection(&e.collection_id),
         MusicEvent::ShareCreated(e) => StreamId::share(&e.share_id),
         MusicEvent::ShareRevoked(e) => StreamId::share(&e.share_id),
+        MusicEvent::ShareSettingsChanged(e) => StreamId::share(&e.share_id),
+        MusicEvent::ShareTokenRotated(e) => StreamId::share(&e.share_id),
         MusicEvent::ContentRemoved(e) => match e.target_type {
             TargetType::Track => StreamId::new(format!("track-{}", e.target_id)),
             TargetType::Collection => StreamId::new(format!("collection-{}", e.target_id)),
@@ -128,6 +130,8 @@ pub fn share(target_type: TargetType, target_id: &str) -> ShareCreated {
         visibility: Visibility::LinkOnly,
         expires_at: None,
         max_views: None,
+        password_hash: None,
+        label: None,
     }
 }
 
@@ -309,6 +313,8 @@ impl Synthetic {
                         .random_bool(0.25)
                         .then(|| at(self.n as i64 + 86_400 * 7)),
                     max_views: self.rng.random_bool(0.2).then_some(10),
+                    password_hash: None,
+                    label: None,
                 });
             }
             74..=83 if !self.shares.is_empty() => {

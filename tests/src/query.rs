@@ -201,6 +201,9 @@ impl QueryEnv {
             max_views: opts
                 .max_views
                 .map(|n| u32::try_from(n).expect("max_views is positive")),
+            password_hash: opts
+                .password
+                .map(|p| events::password::SharePassword::new(p).hash()),
             ..base
         };
         let mut at = self
@@ -227,6 +230,8 @@ pub struct ShareOpts {
     pub max_views: Option<i32>,
     pub created_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The link's password (hashed here, as the command side would).
+    pub password: Option<&'static str>,
 }
 
 fn org() -> OrganizationId {

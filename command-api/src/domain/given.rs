@@ -222,5 +222,7 @@ pub fn share_created() -> ShareCreated {
         visibility: Visibility::LinkOnly,
         expires_at: None,
         max_views: None,
+        password_hash: None,
+        label: None,
     }
 }

@@ -10,6 +10,8 @@
 use chrono::{DateTime, Utc};
 use events::event::{SharedTrackSaved, TargetType};
 use events::ids::{LibraryItemId, TrackId};
+use events::link::LinkStatus;
+use events::share_token::TokenHash;
 use events::MusicEvent;
 
 use super::share::ShareLink;
@@ -60,7 +62,20 @@ pub enum LibraryCommand {
         track: Option<Track>,
         views_used: u64,
         library_item_id: LibraryItemId,
+        /// The hash of the token the caller presented: only the link's current one saves (a
+        /// token a rotation retired is dead).
+        presented: TokenHash,
+        /// What the handler found checking `X-Share-Password` against the link's hash.
+        password: PasswordCheck,
     },
+}
+
+/// A protected link's password, as checked by the handler (Argon2 is too slow to run here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PasswordCheck {
+    NotSent,
+    Wrong,
+    Right,
 }
 
 pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Decided {
@@ -69,15 +84,26 @@ pub fn decide(library: &Library, command: LibraryCommand, ctx: &Context) -> Deci
         track,
         views_used,
         library_item_id,
+        presented,
+        password,
     } = command;
     let link = share
-        .filter(|s| s.facts.target_type == TargetType::Track && s.is_live_at(ctx.now, views_used))
+        .filter(|s| s.facts.token_hash == presented && s.facts.target_type == TargetType::Track)
         .ok_or(Rejection::DeadLink)?;
     let track_id = TrackId::parse(&link.facts.target_id).map_err(|_| Rejection::DeadLink)?;
-    if !track.is_some_and(|t| {
+    let removed = !track.is_some_and(|t| {
         t.imported.track_id == track_id && t.is_live_in(&link.facts.organization_id)
-    }) {
+    });
+    if link.status_at(ctx.now, views_used, removed) != LinkStatus::Active {
         return Err(Rejection::DeadLink);
+    }
+    // A dead link is the common 404 whatever password is sent; a live one asks for it.
+    if link.facts.password_hash.is_some() {
+        match password {
+            PasswordCheck::Right => {}
+            PasswordCheck::NotSent => return Err(Rejection::PasswordRequired),
+            PasswordCheck::Wrong => return Err(Rejection::InvalidPassword),
+        }
     }
     if library.item(&track_id).is_some() {
         return Ok(Vec::new());
@@ -130,7 +156,67 @@ mod tests {
             track,
             views_used,
             library_item_id: item_id(),
+            presented: token_hash(),
+            password: PasswordCheck::NotSent,
         }
+    }
+
+    #[test]
+    fn only_the_links_current_token_saves_and_a_protected_link_needs_its_password() {
+        let protected = link(
+            |c| {
+                c.password_hash = Some(events::password::PasswordHash::from_phc(
+                    "$argon2id$x".into(),
+                ))
+            },
+            false,
+        );
+        let with =
+            |share: Option<ShareLink>, presented: TokenHash, password| LibraryCommand::Save {
+                share,
+                track: live_track(),
+                views_used: 0,
+                library_item_id: item_id(),
+                presented,
+                password,
+            };
+        given([])
+            .by(&member())
+            .when(with(
+                link(|_| {}, false),
+                TokenHash::of("shr_retired"),
+                PasswordCheck::NotSent,
+            ))
+            .then(Rejection::DeadLink);
+        given([])
+            .by(&member())
+            .when(with(
+                protected.clone(),
+                token_hash(),
+                PasswordCheck::NotSent,
+            ))
+            .then(Rejection::PasswordRequired);
+        given([])
+            .by(&member())
+            .when(with(protected.clone(), token_hash(), PasswordCheck::Wrong))
+            .then(Rejection::InvalidPassword);
+        given([])
+            .by(&member())
+            .when(with(protected, token_hash(), PasswordCheck::Right))
+            .then([saved(share_id())]);
+        // Dead first: a revoked protected link is the common 404 whatever is sent.
+        let revoked = link(
+            |c| {
+                c.password_hash = Some(events::password::PasswordHash::from_phc(
+                    "$argon2id$x".into(),
+                ))
+            },
+            true,
+        );
+        given([])
+            .by(&member())
+            .when(with(revoked, token_hash(), PasswordCheck::Wrong))
+            .then(Rejection::DeadLink);
     }
 
     fn saved(share_link_id: ShareLinkId) -> MusicEvent {

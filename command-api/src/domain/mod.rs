@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, Utc};
 use events::ids::UserId;
+use events::link::{DEAD_LINK_MESSAGE, DEAD_LINK_REASON};
 use events::MusicEvent;
 use service_kit::ApiError;
 
@@ -60,6 +61,12 @@ pub enum Rejection {
     Invalid(Vec<(String, String)>),
     /// The one 404 of every dead share link, whatever the cause.
     DeadLink,
+    /// 409: a revoked share link cannot be changed.
+    Revoked { share_id: String },
+    /// 401: a protected link's password was not sent.
+    PasswordRequired,
+    /// 401: a protected link's password was wrong.
+    InvalidPassword,
 }
 
 impl Rejection {
@@ -84,7 +91,14 @@ impl From<Rejection> for ApiError {
                 ApiError::forbidden(why).with_detail(field, id)
             }
             Rejection::Invalid(problems) => ApiError::validation(problems),
-            Rejection::DeadLink => ApiError::dead_share_link(),
+            Rejection::DeadLink => ApiError::not_found_saying(DEAD_LINK_MESSAGE, DEAD_LINK_REASON),
+            Rejection::Revoked { share_id } => ApiError::conflict(
+                "This share link is revoked.",
+                "A revoked share link cannot be changed",
+            )
+            .with_detail("share_id", share_id),
+            Rejection::PasswordRequired => ApiError::password_required(),
+            Rejection::InvalidPassword => ApiError::invalid_password(),
         }
     }
 }

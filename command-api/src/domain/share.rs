@@ -1,5 +1,5 @@
 //! The share-link aggregate (stream `share-{id}`): create a link to a track or a collection,
-//! revoke it.
+//! change its settings, rotate its token, revoke it.
 //!
 //! Only the creator of the content may share it, and only the creator of a link may change it;
 //! anyone else gets the 404 of a resource that does not exist, whatever the body holds (who may
@@ -10,8 +10,13 @@
 //! to [`ShareCommand`], an arm to [`evolve`] and one to [`decide`], and nothing else here moves.
 
 use chrono::{DateTime, Utc};
-use events::event::{ShareCreated, ShareRevoked, TargetType, Visibility, MAX_VIEWS_LIMIT};
+use events::event::{
+    ShareCreated, ShareRevoked, ShareSettingsChanged, ShareTokenRotated, TargetType, Visibility,
+    MAX_VIEWS_LIMIT,
+};
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId, UserId};
+use events::link::{judge, LinkFacts, LinkStatus};
+use events::password::{PasswordHash, SharePassword};
 use events::share_token::TokenHash;
 use events::MusicEvent;
 use serde::Deserialize;
@@ -35,6 +40,8 @@ pub struct ShareLink {
     /// token update these facts in place.
     pub facts: ShareCreated,
     pub created_at: DateTime<Utc>,
+    /// The last change of settings or token (`created_at` before any).
+    pub updated_at: DateTime<Utc>,
     pub revoked: bool,
 }
 
@@ -44,16 +51,22 @@ impl ShareLink {
         &self.facts.organization_id == org && &self.facts.owner_id == actor
     }
 
-    /// Whether the link opens at `now`, having been opened `views_used` times (only the query
-    /// side counts views; a link without a limit never needs the count). The command side's
-    /// one judge of a link.
-    pub fn is_live_at(&self, now: DateTime<Utc>, views_used: u64) -> bool {
-        !self.revoked
-            && self.facts.expires_at.is_none_or(|at| now < at)
-            && self
-                .facts
-                .max_views
-                .is_none_or(|max| views_used < u64::from(max))
+    /// The link's status at `now` by the one judge of a link ([`events::link::judge`]), having
+    /// been opened `views_used` times (only the query side counts views; a link without a limit
+    /// never needs the count), `content_removed` as its content's own stream says.
+    pub fn status_at(
+        &self,
+        now: DateTime<Utc>,
+        views_used: u64,
+        content_removed: bool,
+    ) -> LinkStatus {
+        let link = LinkFacts {
+            revoked: self.revoked,
+            expires_at: self.facts.expires_at,
+            max_views: self.facts.max_views,
+            content_removed,
+        };
+        judge(&link, views_used, now)
     }
 }
 
@@ -67,12 +80,38 @@ pub fn evolve(state: Option<ShareLink>, recorded: &Recorded) -> Option<ShareLink
         (MusicEvent::ShareCreated(created), _) => Some(ShareLink {
             facts: created.clone(),
             created_at: recorded.occurred_at,
+            updated_at: recorded.occurred_at,
             revoked: false,
         }),
         (MusicEvent::ShareRevoked(_), Some(link)) => Some(ShareLink {
             revoked: true,
             ..link
         }),
+        (MusicEvent::ShareSettingsChanged(change), Some(mut link)) => {
+            let facts = &mut link.facts;
+            if let Some(visibility) = change.visibility {
+                facts.visibility = visibility;
+            }
+            if let Some(expires_at) = change.expires_at {
+                facts.expires_at = expires_at;
+            }
+            if let Some(max_views) = change.max_views {
+                facts.max_views = max_views;
+            }
+            if let Some(password_hash) = &change.password_hash {
+                facts.password_hash = password_hash.clone();
+            }
+            if let Some(label) = &change.label {
+                facts.label = label.clone();
+            }
+            link.updated_at = recorded.occurred_at;
+            Some(link)
+        }
+        (MusicEvent::ShareTokenRotated(rotated), Some(mut link)) => {
+            link.facts.token_hash = rotated.token_hash.clone();
+            link.updated_at = recorded.occurred_at;
+            Some(link)
+        }
         (_, state) => state,
     }
 }
@@ -87,6 +126,22 @@ pub enum ShareCommand {
         org: OrganizationId,
         share_id: ShareLinkId,
     },
+    /// Change settings: the creator only, not on a revoked link; records only what changed.
+    ChangeSettings {
+        org: OrganizationId,
+        share_id: ShareLinkId,
+        /// The body as sent, checked only once the caller may change the link.
+        body: ShareSettingsRequest,
+        /// The body's new password, hashed by the handler (slow and salted, so not here).
+        password_hash: Option<PasswordHash>,
+    },
+    /// Rotate the token: the creator only, not on a revoked link; `token_hash` is the hash of
+    /// a token the handler drew.
+    Rotate {
+        org: OrganizationId,
+        share_id: ShareLinkId,
+        token_hash: TokenHash,
+    },
 }
 
 /// A new link, under an id and a token hash drawn by the handler.
@@ -98,6 +153,8 @@ pub struct CreateShare {
     pub token_hash: TokenHash,
     /// The body as sent, checked only once the caller may share the target.
     pub body: ShareRequest,
+    /// The body's password, hashed by the handler (slow and salted, so not here).
+    pub password_hash: Option<PasswordHash>,
 }
 
 /// What a link is to point at, with the state its own stream folds to.
@@ -130,6 +187,48 @@ pub fn decide(state: &Option<ShareLink>, command: ShareCommand, ctx: &Context) -
                     .expires_in_days
                     .map(|days| ctx.now + chrono::Duration::days(days)),
                 max_views: options.max_views,
+                password_hash: options.password.and(create.password_hash),
+                label: options.label,
+            })])
+        }
+        ShareCommand::ChangeSettings {
+            org,
+            share_id,
+            body,
+            password_hash,
+        } => {
+            let link = changeable(state, &org, &share_id, ctx)?;
+            let wanted = body.validate()?;
+            let facts = &link.facts;
+            let mut change = ShareSettingsChanged::of(share_id);
+            change.visibility = wanted.visibility.filter(|v| *v != facts.visibility);
+            change.expires_at = wanted
+                .expires_in_days
+                .map(|days| days.map(|d| ctx.now + chrono::Duration::days(d)))
+                .filter(|at| *at != facts.expires_at);
+            change.max_views = wanted.max_views.filter(|m| *m != facts.max_views);
+            // A new password always changes the hash (a fresh salt): the owner asked for it.
+            change.password_hash = match wanted.password {
+                Some(Some(_)) => Some(password_hash),
+                Some(None) if facts.password_hash.is_some() => Some(None),
+                _ => None,
+            };
+            change.label = wanted.label.filter(|l| *l != facts.label);
+            if change.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Ok(vec![MusicEvent::ShareSettingsChanged(change)])
+            }
+        }
+        ShareCommand::Rotate {
+            org,
+            share_id,
+            token_hash,
+        } => {
+            changeable(state, &org, &share_id, ctx)?;
+            Ok(vec![MusicEvent::ShareTokenRotated(ShareTokenRotated {
+                share_id,
+                token_hash,
             })])
         }
         ShareCommand::Revoke { org, share_id } => {
@@ -143,6 +242,26 @@ pub fn decide(state: &Option<ShareLink>, command: ShareCommand, ctx: &Context) -
             Ok(vec![MusicEvent::ShareRevoked(ShareRevoked { share_id })])
         }
     }
+}
+
+/// The link, if the caller created it in `org` (else the 404) and it is not revoked (else the
+/// 409).
+fn changeable<'a>(
+    state: &'a Option<ShareLink>,
+    org: &OrganizationId,
+    share_id: &ShareLinkId,
+    ctx: &Context,
+) -> Result<&'a ShareLink, Rejection> {
+    let link = state
+        .as_ref()
+        .filter(|s| s.is_owned_by(org, &ctx.actor))
+        .ok_or_else(|| Rejection::not_found("share_id", share_id.as_str()))?;
+    if link.revoked {
+        return Err(Rejection::Revoked {
+            share_id: share_id.to_string(),
+        });
+    }
+    Ok(link)
 }
 
 /// The target, if the caller created it and it is live in `org`; else the 404 naming it.
@@ -186,6 +305,71 @@ pub struct ShareRequest {
     #[serde(default)]
     #[schema(schema_with = positive_integer_up_to_max_views)]
     pub max_views: Option<Box<RawValue>>,
+    /// Protects the link: 8 to 128 characters, kept only as an Argon2id hash. Absent or null:
+    /// open to anyone with the link.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
+    pub password: Option<Value>,
+    /// The owner's own note about the link (at most 200 characters), never shown to
+    /// recipients. Absent or null: none.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000]*$")]
+    pub label: Option<Value>,
+}
+
+impl ShareRequest {
+    /// The password to hash before deciding, if the body sets a valid one.
+    pub fn settable_password(&self) -> Option<SharePassword> {
+        settable_password(self.password.as_ref())
+    }
+}
+
+/// The body of `PATCH /v1/music/{org}/share/{share_id}`: at least one known field. Absent
+/// leaves a setting as it is; `null` clears it (never expires, no limit, no password, no
+/// label). Unknown fields are ignored.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+pub struct ShareSettingsRequest {
+    /// `link_only` or `public`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Visibility>)]
+    pub visibility: Option<Value>,
+    /// Days from now until the link expires: an integer of at least 1, clamped to 90; null:
+    /// never. An expired link whose new expiry is in the future is live again.
+    #[serde(default, deserialize_with = "present_raw")]
+    #[schema(schema_with = positive_integer)]
+    pub expires_in_days: Option<Box<RawValue>>,
+    /// An integer from 1 to 2147483647, or null: no limit. Views already taken count.
+    #[serde(default, deserialize_with = "present_raw")]
+    #[schema(schema_with = positive_integer_up_to_max_views)]
+    pub max_views: Option<Box<RawValue>>,
+    /// 8 to 128 characters: sets or replaces the password; null removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, min_length = 8, max_length = 128)]
+    pub password: Option<Value>,
+    /// The owner's own note (at most 200 characters); null clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 200, pattern = r"^[^\u0000]*$")]
+    pub label: Option<Value>,
+}
+
+impl ShareSettingsRequest {
+    /// The password to hash before deciding, if the body sets a valid one.
+    pub fn settable_password(&self) -> Option<SharePassword> {
+        settable_password(self.password.as_ref())
+    }
+}
+
+fn settable_password(value: Option<&Value>) -> Option<SharePassword> {
+    value.and_then(|v| password_field(v).ok())
+}
+
+/// A field that was sent, `null` included (serde would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// A nullable JSON integer of at least 1. No `format`: `int32`/`int64` would claim signed
@@ -196,7 +380,7 @@ fn nullable_positive_integer() -> ObjectBuilder {
         .minimum(Some(1))
 }
 
-fn positive_integer() -> RefOr<Schema> {
+pub fn positive_integer() -> RefOr<Schema> {
     nullable_positive_integer().into()
 }
 
@@ -234,60 +418,167 @@ struct ShareOptions {
     /// Already clamped to [`MAX_EXPIRY_DAYS`]; `None`: never expires.
     expires_in_days: Option<i64>,
     max_views: Option<u32>,
+    /// Whether the body sets a password (its hash comes with the command).
+    password: Option<()>,
+    label: Option<String>,
+}
+
+/// A settings change, valid. `None`: not sent; `Some(None)`: sent as `null`.
+struct SettingsChange {
+    visibility: Option<Visibility>,
+    expires_in_days: Option<Option<i64>>,
+    max_views: Option<Option<u32>>,
+    /// `Some(Some(()))`: a new password (its hash comes with the command).
+    password: Option<Option<()>>,
+    label: Option<Option<String>>,
+}
+
+/// The bad fields of a body, each with why; a 422 names them all.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|why| self.0.push((field.to_owned(), why)))
+            .ok()
+    }
+
+    fn done<T>(self, value: T) -> Result<T, Rejection> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(Rejection::Invalid(self.0))
+        }
+    }
+}
+
+fn visibility_field(value: &Value) -> Result<Visibility, String> {
+    match value {
+        Value::String(v) if v == "link_only" => Ok(Visibility::LinkOnly),
+        Value::String(v) if v == "public" => Ok(Visibility::Public),
+        _ => Err("must be \"link_only\" or \"public\"".to_owned()),
+    }
+}
+
+/// JSON integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any larger
+/// number of days is clamped like 91.
+fn expiry_days_field(raw: &RawValue) -> Result<i64, String> {
+    match raw_integer(raw) {
+        RawInteger::Positive(days) => Ok(days.min(MAX_EXPIRY_DAYS as u64) as i64),
+        RawInteger::Invalid => Err("must be an integer of at least 1".to_owned()),
+    }
+}
+
+fn max_views_field(raw: &RawValue) -> Result<u32, String> {
+    match raw_integer(raw) {
+        RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Ok(n as u32),
+        _ => Err(format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}")),
+    }
+}
+
+fn password_field(value: &Value) -> Result<SharePassword, String> {
+    let Value::String(raw) = value else {
+        return Err("must be a string of 8 to 128 characters".to_owned());
+    };
+    let password = SharePassword::new(raw.clone());
+    password.check_settable().map_err(str::to_owned)?;
+    Ok(password)
+}
+
+/// The longest `label` (characters).
+pub const MAX_LABEL_CHARS: usize = 200;
+
+fn label_field(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(label) if label.chars().count() <= MAX_LABEL_CHARS => {
+            match crate::text::nul_problem(label) {
+                Some(problem) => Err(problem.to_owned()),
+                None => Ok(label.clone()),
+            }
+        }
+        _ => Err(format!(
+            "must be a string of at most {MAX_LABEL_CHARS} characters"
+        )),
+    }
+}
+
+/// `null` read from a raw field.
+fn is_null(raw: &RawValue) -> bool {
+    raw.get().trim() == "null"
 }
 
 impl ShareRequest {
     fn validate(self) -> Result<ShareOptions, Rejection> {
-        let mut problems = Vec::new();
-        let visibility = match self.visibility {
-            None => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "link_only" => Visibility::LinkOnly,
-            Some(Value::String(v)) if v == "public" => Visibility::Public,
-            Some(_) => {
-                problems.push((
-                    "visibility".to_owned(),
-                    "must be \"link_only\" or \"public\"".to_owned(),
-                ));
-                Visibility::LinkOnly
-            }
+        let mut problems = Problems::default();
+        let sent = |v: &Option<Value>| v.clone().filter(|v| !v.is_null());
+        let options = ShareOptions {
+            visibility: sent(&self.visibility)
+                .and_then(|v| problems.check("visibility", visibility_field(&v)))
+                .unwrap_or_default(),
+            expires_in_days: self
+                .expires_in_days
+                .as_deref()
+                .and_then(|raw| problems.check("expires_in_days", expiry_days_field(raw))),
+            max_views: self
+                .max_views
+                .as_deref()
+                .and_then(|raw| problems.check("max_views", max_views_field(raw))),
+            password: sent(&self.password)
+                .and_then(|v| problems.check("password", password_field(&v)))
+                .map(drop),
+            label: sent(&self.label).and_then(|v| problems.check("label", label_field(&v))),
         };
-        // JSON integers only: "3", 2.5, 2.0 and 1e3 are refused, as are integers below 1; any
-        // larger number of days is clamped like 91.
-        let expires_in_days = match &self.expires_in_days {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(days) => Some(days.min(MAX_EXPIRY_DAYS as u64) as i64),
-                RawInteger::Invalid => {
-                    problems.push((
-                        "expires_in_days".to_owned(),
-                        "must be an integer of at least 1".to_owned(),
-                    ));
-                    None
-                }
+        problems.done(options)
+    }
+}
+
+impl ShareSettingsRequest {
+    fn validate(self) -> Result<SettingsChange, Rejection> {
+        let mut problems = Problems::default();
+        let change = SettingsChange {
+            visibility: self
+                .visibility
+                .as_ref()
+                .and_then(|v| problems.check("visibility", visibility_field(v))),
+            expires_in_days: match self.expires_in_days.as_deref() {
+                None => None,
+                Some(raw) if is_null(raw) => Some(None),
+                Some(raw) => problems
+                    .check("expires_in_days", expiry_days_field(raw))
+                    .map(Some),
+            },
+            max_views: match self.max_views.as_deref() {
+                None => None,
+                Some(raw) if is_null(raw) => Some(None),
+                Some(raw) => problems.check("max_views", max_views_field(raw)).map(Some),
+            },
+            password: match &self.password {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(v) => problems
+                    .check("password", password_field(v))
+                    .map(|_| Some(())),
+            },
+            label: match &self.label {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(v) => problems.check("label", label_field(v)).map(Some),
             },
         };
-        let max_views = match &self.max_views {
-            None => None,
-            Some(raw) => match raw_integer(raw) {
-                RawInteger::Positive(n) if n <= u64::from(MAX_VIEWS_LIMIT) => Some(n as u32),
-                _ => {
-                    problems.push((
-                        "max_views".to_owned(),
-                        format!("must be an integer from 1 to {MAX_VIEWS_LIMIT}"),
-                    ));
-                    None
-                }
-            },
-        };
-        if problems.is_empty() {
-            Ok(ShareOptions {
-                visibility,
-                expires_in_days,
-                max_views,
-            })
-        } else {
-            Err(Rejection::Invalid(problems))
+        let sent = self.visibility.is_some()
+            || self.expires_in_days.is_some()
+            || self.max_views.is_some()
+            || self.password.is_some()
+            || self.label.is_some();
+        if !sent {
+            problems.0.push((
+                "body".to_owned(),
+                "must set at least one of visibility, expires_in_days, max_views, password, label"
+                    .to_owned(),
+            ));
         }
+        problems.done(change)
     }
 }
 
@@ -321,6 +612,7 @@ mod tests {
             share_id: share_id(),
             token_hash: token_hash(),
             body,
+            password_hash: None,
         })
     }
 
@@ -531,6 +823,7 @@ mod tests {
                     share_id: share_id(),
                     token_hash: token_hash(),
                     body: body("{}"),
+                    password_hash: None,
                 }))
                 .then(Rejection::not_found(
                     "collection_id",
@@ -574,15 +867,23 @@ mod tests {
             history.extend(events);
             from_history(&given::recorded(history)).expect("a link")
         };
+        let live = |link: &ShareLink, now, views_used| {
+            link.status_at(now, views_used, false) == LinkStatus::Active
+        };
         let plain = at(|_| {}, vec![]);
-        assert!(plain.is_live_at(now(), u64::MAX));
-        assert!(!at(|_| {}, vec![revoked()]).is_live_at(now(), 0));
+        assert!(live(&plain, now(), u64::MAX));
+        assert!(!live(&at(|_| {}, vec![revoked()]), now(), 0));
         let expiring = at(|c| c.expires_at = Some(now()), vec![]);
-        assert!(expiring.is_live_at(now() - Duration::seconds(1), 0));
-        assert!(!expiring.is_live_at(now(), 0), "dead at its expiry instant");
+        assert!(live(&expiring, now() - Duration::seconds(1), 0));
+        assert!(!live(&expiring, now(), 0), "dead at its expiry instant");
         let limited = at(|c| c.max_views = Some(2), vec![]);
-        assert!(limited.is_live_at(now(), 1));
-        assert!(!limited.is_live_at(now(), 2));
+        assert!(live(&limited, now(), 1));
+        assert!(!live(&limited, now(), 2));
+        assert_eq!(
+            plain.status_at(now(), 0, true),
+            LinkStatus::Unavailable,
+            "its content removed"
+        );
         assert_eq!(plain.created_at, given::earlier());
     }
 
@@ -593,6 +894,198 @@ mod tests {
             from_history(&history),
             from_history(&given::recorded([created(|_| {})]))
         );
+    }
+
+    fn settings(json: &str) -> ShareCommand {
+        settings_with(json, None)
+    }
+
+    fn settings_with(json: &str, password_hash: Option<PasswordHash>) -> ShareCommand {
+        ShareCommand::ChangeSettings {
+            org: org(),
+            share_id: share_id(),
+            body: serde_json::from_str(json).expect("a settings body"),
+            password_hash,
+        }
+    }
+
+    fn changed(change: impl FnOnce(&mut ShareSettingsChanged)) -> MusicEvent {
+        let mut event = ShareSettingsChanged::of(share_id());
+        change(&mut event);
+        MusicEvent::ShareSettingsChanged(event)
+    }
+
+    fn a_hash() -> PasswordHash {
+        PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into())
+    }
+
+    fn rotate(token_hash: TokenHash) -> ShareCommand {
+        ShareCommand::Rotate {
+            org: org(),
+            share_id: share_id(),
+            token_hash,
+        }
+    }
+
+    #[test]
+    fn a_password_and_a_label_at_creation_are_kept_the_password_as_its_hash() {
+        let command = ShareCommand::Create(CreateShare {
+            org: org(),
+            target: ShareTarget::Track {
+                id: track_id(),
+                state: live_track(),
+            },
+            share_id: share_id(),
+            token_hash: token_hash(),
+            body: body(r#"{"password":"open sesame","label":"for Ana"}"#),
+            password_hash: Some(a_hash()),
+        });
+        given([]).when(command).then([created(|c| {
+            c.password_hash = Some(a_hash());
+            c.label = Some("for Ana".into());
+        })]);
+        for (json, field) in [
+            (r#"{"password":"short"}"#, "password"),
+            (r#"{"password":7}"#, "password"),
+            (r#"{"label":[]}"#, "label"),
+        ] {
+            let rejection = given([]).when(share_track(json)).rejection();
+            assert!(
+                matches!(&rejection, Rejection::Invalid(p) if p[0].0 == field),
+                "{json}: {rejection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_what_changed_is_recorded() {
+        given([created(|c| c.max_views = Some(3))])
+            .when(settings(
+                r#"{"visibility":"link_only","max_views":3,"label":"for Ana","unknown":1}"#,
+            ))
+            .then([changed(|c| c.label = Some(Some("for Ana".into())))]);
+    }
+
+    #[test]
+    fn asking_for_the_settings_a_link_has_changes_nothing() {
+        given([created(|_| {})])
+            .when(settings(
+                r#"{"max_views":null,"password":null,"label":null}"#,
+            ))
+            .then_nothing();
+    }
+
+    #[test]
+    fn the_expiry_counts_from_the_change_and_null_means_never() {
+        let expired = created(|c| c.expires_at = Some(earlier()));
+        given([expired.clone()])
+            .when(settings(r#"{"expires_in_days":91}"#))
+            .then([changed(|c| {
+                c.expires_at = Some(Some(now() + Duration::days(90)))
+            })]);
+        given([expired])
+            .when(settings(r#"{"expires_in_days":null}"#))
+            .then([changed(|c| c.expires_at = Some(None))]);
+    }
+
+    #[test]
+    fn an_expired_link_given_a_future_expiry_is_live_again() {
+        let history = given::recorded([
+            created(|c| c.expires_at = Some(earlier())),
+            changed(|c| c.expires_at = Some(Some(now() + Duration::days(1)))),
+        ]);
+        let link = from_history(&history).expect("a link");
+        assert_eq!(link.status_at(now(), 0, false), LinkStatus::Active);
+        assert_eq!(link.updated_at, history[1].occurred_at);
+    }
+
+    #[test]
+    fn a_lower_limit_than_the_views_taken_makes_the_link_over_its_limit() {
+        let history = given::recorded([
+            created(|c| c.max_views = Some(5)),
+            changed(|c| c.max_views = Some(Some(2))),
+        ]);
+        let link = from_history(&history).expect("a link");
+        assert_eq!(link.status_at(now(), 3, false), LinkStatus::OverLimit);
+        assert_eq!(link.status_at(now(), 2, false), LinkStatus::OverLimit);
+        assert_eq!(link.status_at(now(), 1, false), LinkStatus::Active);
+    }
+
+    #[test]
+    fn a_password_is_set_replaced_and_removed_as_its_hash() {
+        given([created(|_| {})])
+            .when(settings_with(
+                r#"{"password":"open sesame"}"#,
+                Some(a_hash()),
+            ))
+            .then([changed(|c| c.password_hash = Some(Some(a_hash())))]);
+        given([created(|c| c.password_hash = Some(a_hash()))])
+            .when(settings(r#"{"password":null}"#))
+            .then([changed(|c| c.password_hash = Some(None))]);
+    }
+
+    #[test]
+    fn every_wrong_setting_is_named_and_an_empty_change_is_refused() {
+        for (json, fields) in [
+            ("{}", vec!["body"]),
+            (r#"{"unknown":1}"#, vec!["body"]),
+            (r#"{"visibility":null}"#, vec!["visibility"]),
+            (r#"{"expires_in_days":"3"}"#, vec!["expires_in_days"]),
+            (r#"{"max_views":2147483648}"#, vec!["max_views"]),
+            (r#"{"password":"1234567"}"#, vec!["password"]),
+            (r#"{"label":5,"max_views":0}"#, vec!["max_views", "label"]),
+        ] {
+            let rejection = given([created(|_| {})]).when(settings(json)).rejection();
+            let named: Vec<&str> = match &rejection {
+                Rejection::Invalid(p) => p.iter().map(|(f, _)| f.as_str()).collect(),
+                other => panic!("{json}: {other:?}"),
+            };
+            assert_eq!(named, fields, "{json}");
+        }
+    }
+
+    #[test]
+    fn strangers_get_the_404_whatever_the_body_and_a_revoked_link_the_409() {
+        let not_found = Rejection::not_found("share_id", share_id().as_str());
+        given([created(|_| {})])
+            .by(&member())
+            .when(settings("{}"))
+            .then(not_found.clone());
+        given([created(|_| {})])
+            .by(&member())
+            .when(rotate(token_hash()))
+            .then(not_found.clone());
+        given([]).when(rotate(token_hash())).then(not_found);
+        let revoked_409 = Rejection::Revoked {
+            share_id: share_id().to_string(),
+        };
+        given([created(|_| {}), revoked()])
+            .when(settings(r#"{"label":"late"}"#))
+            .then(revoked_409.clone());
+        given([created(|_| {}), revoked()])
+            .when(rotate(token_hash()))
+            .then(revoked_409);
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_link_with_a_new_token_hash() {
+        let new = TokenHash::of("shr_new");
+        let rotated = MusicEvent::ShareTokenRotated(ShareTokenRotated {
+            share_id: share_id(),
+            token_hash: new.clone(),
+        });
+        given([created(|c| c.max_views = Some(4))])
+            .when(rotate(new.clone()))
+            .then([rotated.clone()]);
+        let link = from_history(&given::recorded([
+            created(|c| c.max_views = Some(4)),
+            rotated,
+        ]))
+        .expect("a link");
+        assert_eq!(link.facts.token_hash, new);
+        assert_eq!(link.facts.max_views, Some(4));
+        assert_eq!(link.facts.share_id, share_id());
+        assert_eq!(link.created_at, given::earlier());
     }
 
     fn read(text: &str) -> RawInteger {

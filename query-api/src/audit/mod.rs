@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use events::link::LinkStatus;
 use events::share_token::TokenHash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -27,6 +28,8 @@ pub use events::audit::{STREAM, STREAM_SUBJECTS, SUBJECT};
 /// the publisher moves them to the spool, so this only has to absorb bursts.
 pub const CHANNEL_CAPACITY: usize = 65_536;
 
+/// What one attempt came to. A resolve's outcome is its link's status ([`Outcome::of_link`]);
+/// the others belong to the request (`rate_limited`) or to media (`forbidden`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -38,6 +41,28 @@ pub enum Outcome {
     OverLimit,
     RateLimited,
     Forbidden,
+    /// A look that takes no view: a link-preview agent, a `HEAD`, or the read-only page of a
+    /// limited link.
+    Preview,
+    /// A protected link opened without its password.
+    PasswordRequired,
+    /// A protected link opened with a wrong password.
+    PasswordInvalid,
+}
+
+impl Outcome {
+    /// The one mapping from a link's status ([`events::link::judge`]) to an audit outcome;
+    /// `None` is a token no link has (malformed ones included).
+    pub fn of_link(status: Option<LinkStatus>) -> Outcome {
+        match status {
+            None => Outcome::NotFound,
+            Some(LinkStatus::Active) => Outcome::Ok,
+            Some(LinkStatus::Unavailable) => Outcome::Unavailable,
+            Some(LinkStatus::Revoked) => Outcome::Revoked,
+            Some(LinkStatus::Expired) => Outcome::Expired,
+            Some(LinkStatus::OverLimit) => Outcome::OverLimit,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

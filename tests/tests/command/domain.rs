@@ -4,12 +4,12 @@
 //! for the same body. (The rules themselves are proven as pure functions in
 //! `command-api/src/domain`; this proves the running API keeps their order.)
 
-use crate::command_support::{expect_error, new_org, new_user, Api};
 use serde_json::{json, Value};
+use tests::command::{expect_error, new_org, new_user, CommandApi};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_owner_gets_the_404_whatever_the_body_holds_and_the_owner_the_422() {
-    let api = Api::start().await;
+    let api = CommandApi::start().await;
     let org = new_org();
     let owner = api.key(&new_user(), &[&org]).await;
     let member = api.key(&new_user(), &[&org]).await;
@@ -86,7 +86,7 @@ async fn a_non_owner_gets_the_404_whatever_the_body_holds_and_the_owner_the_422(
     );
 }
 
-async fn event_count(api: &Api) -> i64 {
+async fn event_count(api: &CommandApi) -> i64 {
     let pool = api.pool().await;
     let n = sqlx::query_scalar("SELECT count(*) FROM event_store.events")
         .fetch_one(&pool)

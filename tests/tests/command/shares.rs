@@ -54,7 +54,9 @@ async fn share_links_are_created_as_the_source_pages_say() {
             "created_at",
             "expires_at",
             "id",
+            "label",
             "max_views",
+            "password_protected",
             "target_id",
             "target_type",
             "token",
@@ -374,6 +376,8 @@ async fn expired_share(api: &CommandApi, track: &str, org: &str, owner: &str) ->
         visibility: Visibility::LinkOnly,
         expires_at: Some(Utc::now() - Duration::days(1)),
         max_views: None,
+        password_hash: None,
+        label: None,
     };
     let meta = EventMetadata {
         actor: owner.to_owned(),

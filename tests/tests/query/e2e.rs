@@ -5,17 +5,13 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use events::envelope::{EventMetadata, NewEvent, StreamId};
-use events::event::{MediaFile, ShareCreated, TargetType, TrackImported, Visibility};
-use events::ids::{OrganizationId, ShareLinkId, TrackId, UserId};
+use events::event::{ShareCreated, TargetType, TrackImported};
+use events::ids::{OrganizationId, UserId};
 use events::licence::LicenceClass;
 use events::share_token::ShareToken;
-use events::{ExpectedVersion, MusicEvent};
 use serde_json::{json, Value};
 use tests::process::{Bin, Service};
-use tests::stack::Stack;
-
-use tests::stack::{upload_via_api as upload, wav, ORG, USER};
+use tests::stack::{upload_via_api as upload, wav, Stack, ORG, USER};
 
 async fn resolve(stack: &Stack, api: &Service, token: &str) -> reqwest::Response {
     stack
@@ -130,72 +126,38 @@ async fn max_views_holds_across_two_instances_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiry_in_the_past_set_through_the_event_log_is_dead() {
     let stack = roomy_stack().await;
-    let pool = stack.db.pool().await;
-    let store = events::store::open(&events::store::Backend::Postgres, pool.clone())
-        .await
-        .expect("store");
-    let meta = EventMetadata {
-        actor: USER.to_owned(),
-        trace_id: "req_expiryfixture0000".to_owned(),
-        occurred_at: Utc::now() - chrono::Duration::days(2),
+    // The API refuses an expiry in the past, so the log gets one the way a clock that moved on
+    // would leave it: events of two days ago, one link expired a minute ago, one live tomorrow.
+    let two_days_ago = Utc::now() - chrono::Duration::days(2);
+    let (org, user) = (
+        OrganizationId::parse(ORG).expect("org"),
+        UserId::parse(USER).expect("user"),
+    );
+    let track = TrackImported {
+        organization_id: org.clone(),
+        owner_id: user.clone(),
+        ..tests::log::track("Expiring", LicenceClass::Unclear)
     };
-    let track = TrackId::generate();
-    let imported = MusicEvent::TrackImported(TrackImported {
-        track_id: track.clone(),
-        organization_id: OrganizationId::parse(ORG).expect("org"),
-        owner_id: UserId::parse(USER).expect("user"),
-        title: "Expiring".to_owned(),
-        engine: "studio".to_owned(),
-        mode: "creation".to_owned(),
-        instrumental: true,
-        licence_class: LicenceClass::Unclear,
-        licence_version: "2026-01".to_owned(),
-        measured_duration_ms: 1000,
-        media: MediaFile {
-            sha256: "0".repeat(64),
-            content_type: "audio/wav".to_owned(),
-            bytes: 16044,
-        },
-    });
-    store
-        .append(
-            &StreamId::new(format!("track-{track}")),
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(&imported, &meta)],
-        )
-        .await
-        .expect("append track");
+    stack.append(track.clone(), two_days_ago).await;
     let mut tokens = Vec::new();
+    let mut last = 0;
     for expires_at in [
         Utc::now() - chrono::Duration::minutes(1),
         Utc::now() + chrono::Duration::days(1),
     ] {
         let token = ShareToken::generate();
-        let share_id = ShareLinkId::generate();
-        let created = MusicEvent::ShareCreated(ShareCreated {
-            share_id: share_id.clone(),
+        let created = ShareCreated {
             token_hash: token.hash(),
-            target_type: TargetType::Track,
-            target_id: track.as_str().to_owned(),
-            organization_id: OrganizationId::parse(ORG).expect("org"),
-            owner_id: UserId::parse(USER).expect("user"),
-            visibility: Visibility::LinkOnly,
+            organization_id: org.clone(),
+            owner_id: user.clone(),
             expires_at: Some(expires_at),
-            max_views: None,
-        });
-        store
-            .append(
-                &StreamId::new(format!("share-{share_id}")),
-                ExpectedVersion::NoStream,
-                vec![NewEvent::new(&created, &meta)],
-            )
-            .await
-            .expect("append share");
+            ..tests::log::share(TargetType::Track, track.track_id.as_str())
+        };
+        last = stack.append(created, two_days_ago).await;
         tokens.push(token.expose().to_owned());
     }
     // Appended behind the command API's back, so nobody waited for the projector: do it here.
-    let head = store.head().await.expect("head");
-    tests::read_model::wait_for_checkpoint(&pool, head, std::time::Duration::from_secs(30)).await;
+    stack.wait_projected(last).await;
     assert_eq!(status(&stack, &stack.query, &tokens[1]).await, 200);
     assert_eq!(status(&stack, &stack.query, &tokens[0]).await, 404);
 }

@@ -9,7 +9,10 @@ mod query_fixture;
 
 mod audit;
 mod e2e;
+mod judge;
 mod limits;
+mod link_management;
+mod link_previews;
 mod media;
 mod page;
 mod resolve;

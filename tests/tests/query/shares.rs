@@ -157,12 +157,15 @@ async fn the_share_list_pages_newest_first_with_status_and_views() {
             "created_at",
             "expires_at",
             "id",
+            "label",
             "last_viewed_at",
             "max_views",
+            "password_protected",
             "revoked_at",
             "status",
             "target_id",
             "target_type",
+            "updated_at",
             "view_count",
             "visibility"
         ]

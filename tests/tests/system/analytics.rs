@@ -13,9 +13,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tests::nats::PrivateNats;
 use tests::process::{Bin, Service};
-use tests::stack::Stack;
-
-use crate::query_fixture::{share_via_api as share, upload_via_api as upload, ORG, USER};
+use tests::stack::{upload_via_api as upload, Stack, ORG, USER};
 
 const VISITOR_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -179,9 +177,9 @@ async fn scripted_mix() -> Mix {
         )
     };
     let path = format!("tracks/{track}");
-    let (viewed_token, viewed) = link(share(&stack, &key, &path, json!({})).await);
-    let (limited_token, limited) = link(share(&stack, &key, &path, json!({"max_views": 2})).await);
-    let (revoked_token, revoked) = link(share(&stack, &key, &path, json!({})).await);
+    let (viewed_token, viewed) = link(stack.share(&key, &path, json!({})).await);
+    let (limited_token, limited) = link(stack.share(&key, &path, json!({"max_views": 2})).await);
+    let (revoked_token, revoked) = link(stack.share(&key, &path, json!({})).await);
     let revoke = stack
         .http
         .delete(
@@ -520,9 +518,11 @@ async fn every_attempt_counts_once_while_the_folders_are_killed_again_and_again(
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload(&stack, &key).await;
     let path = format!("tracks/{track}");
-    let open = share(&stack, &key, &path, json!({})).await;
+    let open = stack.share(&key, &path, json!({})).await;
     let limit = attempts / 10;
-    let limited = share(&stack, &key, &path, json!({ "max_views": limit })).await;
+    let limited = stack
+        .share(&key, &path, json!({ "max_views": limit }))
+        .await;
     let tokens = [
         open["token"].as_str().expect("token").to_owned(),
         limited["token"].as_str().expect("token").to_owned(),
@@ -621,7 +621,9 @@ async fn a_folder_restarted_after_the_duplicate_window_counts_nothing_twice() {
     let mut stack = stack_on(&nats.url(), "100000", "6000000").await;
     let key = stack.api_key(USER, &[ORG]).await;
     let track = upload(&stack, &key).await;
-    let link = share(&stack, &key, &format!("tracks/{track}"), json!({})).await;
+    let link = stack
+        .share(&key, &format!("tracks/{track}"), json!({}))
+        .await;
     let token = link["token"].as_str().expect("token");
     let id = link["id"].as_str().expect("id");
     let before = tests::scale(100).max(20);

@@ -35,7 +35,11 @@ const SCHEMATHESIS_VERSION: &str = "4.32.5";
 ///   express: a track upload whose `audio` is not decodable audio is a 422 by design (random
 ///   bytes are schema-valid `format: binary`), and the share bodies take only JSON integer
 ///   *literals* (`2.0` is refused, tested in `command_shares`, while JSON Schema's `integer`
-///   admits it). On the media route it stays on, with 416 among the accepted answers: a
+///   admits it); the settings body also refuses `{}` (at least one field), which JSON Schema
+///   cannot say without listing every combination.
+/// - `negative_data_rejection` on the share page's form (`open_share`): every form value is
+///   text, so a "wrong type" the fuzzer draws arrives as a string like any other, and a form
+///   without the password is a request for the open link's player, not an error. On the media route it stays on, with 416 among the accepted answers: a
 ///   well-formed `Range` that starts past the end of the file is refused as RFC 9110 says.
 ///
 /// `max_response_time` is no check here: it needs a limit, and timing on a shared CI machine
@@ -135,6 +139,9 @@ struct Seed {
     track: String,
     collection: String,
     token: String,
+    /// The collection's share, for the settings and rotation routes (not the pinned token's
+    /// share, which a rotation would kill).
+    managed: String,
     /// `track_id`, `exp`, `kid`, `sig` of a playback URL of the track.
     media: (String, String, String, String),
 }
@@ -180,6 +187,7 @@ impl Seed {
             .await
             .expect("add the track");
         expect(added, StatusCode::OK).await;
+        let mut managed = String::new();
         for path in [
             format!("/v1/music/{org}/tracks/{track}/share"),
             format!("/v1/music/{org}/collections/{collection}/share"),
@@ -190,7 +198,7 @@ impl Seed {
                 .send()
                 .await
                 .expect("share");
-            expect(shared, StatusCode::CREATED).await;
+            managed = id_of(expect(shared, StatusCode::CREATED).await);
         }
         // The track share pinned for the fuzzer: created last, resolved once for a playback URL.
         let shared = http
@@ -227,6 +235,7 @@ impl Seed {
             track,
             collection,
             token,
+            managed,
             media,
         }
     }
@@ -313,8 +322,11 @@ fn query_config_toml(org: &str, seed: &Seed) -> String {
          # See CHECKS.\n\
          checks.positive_data_acceptance.expected-statuses = \
          [\"2xx\", \"3xx\", \"401\", \"403\", \"404\", \"409\", \"416\", \"429\", \"5xx\"]\n\n\
-         [[operations]]\ninclude-operation-id = \"resolve_share\"\n\
-         parameters = {{ \"path.token\" = \"{token}\" }}\n",
+         [[operations]]\ninclude-operation-id = [\"resolve_share\", \"open_share\"]\n\
+         parameters = {{ \"path.token\" = \"{token}\" }}\n\n\
+         # See CHECKS.\n\
+         [[operations]]\ninclude-operation-id = \"open_share\"\n\
+         checks.negative_data_rejection.enabled = false\n",
         common = common_config(org),
         token = seed.token,
     )
@@ -329,13 +341,16 @@ fn command_config_toml(org: &str, seed: &Seed) -> String {
          parameters = {{ \"path.collection_id\" = \"{collection}\" }}\n\n\
          [[operations]]\ninclude-operation-id = [\"share_track\", \"delete_track\"]\n\
          parameters = {{ \"path.track_id\" = \"{track}\" }}\n\n\
+         [[operations]]\ninclude-operation-id = [\"change_share_settings\", \"rotate_share_token\"]\n\
+         parameters = {{ \"path.share_id\" = \"{managed}\" }}\n\n\
          # See CHECKS.\n\
-         [[operations]]\ninclude-operation-id = [\"import_track\", \"share_track\", \"share_collection\"]\n\
+         [[operations]]\ninclude-operation-id = [\"import_track\", \"share_track\", \"share_collection\", \"change_share_settings\"]\n\
          checks.positive_data_acceptance.enabled = false\n",
         common = common_config(org),
         token = seed.token,
         collection = seed.collection,
         track = seed.track,
+        managed = seed.managed,
     )
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use tests::command::TrackForm;
 use tests::nats::PrivateNats;
 use tests::nats_cluster::NatsCluster;
 use tests::process::{Bin, Service};
@@ -68,6 +69,8 @@ async fn three_instances_let_one_ip_through_the_configured_rate_not_three_times_
     let redis = tests::redis::shared_url();
     let stack = Stack::start_with(&tests::nats::shared_url(), |env| {
         env.set("RATE_LIMIT_REDIS_URL", redis.as_str());
+        // A loaded CI machine must not push an instance into fallback: this is about sharing.
+        env.set("RATE_LIMIT_REDIS_TIMEOUT_MS", "1000");
         env.set("RESOLVE_RATE_PER_MINUTE", "600");
         env.set("RESOLVE_BURST", "20");
         env.set("TRUSTED_PROXIES", "127.0.0.1/32");
@@ -114,6 +117,8 @@ async fn without_redis_each_instance_limits_alone_and_shares_again_when_it_retur
     let mut redis = PrivateRedis::start();
     let stack = Stack::start_with(&tests::nats::shared_url(), |env| {
         env.set("RATE_LIMIT_REDIS_URL", redis.url());
+        // Only the outage below may cause a fallback, not a slow answer on a loaded machine.
+        env.set("RATE_LIMIT_REDIS_TIMEOUT_MS", "1000");
         env.set("RESOLVE_RATE_PER_MINUTE", "6");
         env.set("RESOLVE_BURST", "5");
         env.set("TRUSTED_PROXIES", "127.0.0.1/32");
@@ -305,46 +310,20 @@ async fn killing_the_audit_streams_leader_under_load_loses_and_duplicates_nothin
 
 /// A live share link's URL, made through the real command API.
 async fn live_link(stack: &Stack, key: &str) -> String {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "audio",
-            reqwest::multipart::Part::bytes(tests::audio::wav_tone_ms(1_000))
-                .file_name("track.wav")
-                .mime_str("audio/wav")
-                .expect("mime"),
-        )
-        .text("title", "Replicated")
-        .text("engine", "studio")
-        .text("mode", "creation")
-        .text("instrumental", "true")
-        .text("licence_class", "personal_only");
-    let track: serde_json::Value = stack
-        .http
-        .post(stack.command.url("/v1/music/org_acme/tracks"))
-        .header("x-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("track");
+    let form = TrackForm::valid()
+        .with("title", "Replicated")
+        .audio(tests::audio::wav_tone_ms(1_000), "track.wav");
+    let track = stack.commands().create_track(key, "org_acme", form).await;
     let id = track["id"].as_str().expect("track id");
-    let share: serde_json::Value = stack
-        .http
-        .post(
-            stack
-                .command
-                .url(&format!("/v1/music/org_acme/tracks/{id}/share")),
+    let share = stack
+        .commands()
+        .share(
+            key,
+            "org_acme",
+            &format!("tracks/{id}"),
+            serde_json::json!({}),
         )
-        .header("x-api-key", key)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .expect("share")
-        .json()
-        .await
-        .expect("share link");
+        .await;
     let token = share["token"].as_str().expect("token");
     stack.query.url(&format!("/v1/music/shared/{token}"))
 }
