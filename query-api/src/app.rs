@@ -125,15 +125,13 @@ pub struct AppState {
     pub pool: PgPool,
     pub resolver: Arc<Resolver>,
     pub limit: ResolveLimit,
-    /// The Redis behind the shared limits, for other limits to share too (`None`: alone).
-    pub redis_limits: Option<RedisLimits>,
     pub trusted_proxies: Arc<TrustedProxies>,
     pub auditor: Auditor,
     pub signer: Arc<PlaybackSigner>,
     pub media_dir: Arc<PathBuf>,
     pub stats: ViewStats,
     pub api_keys: ApiKeys,
-    pub password_guard: PasswordGuard,
+    pub password_guard: Arc<PasswordGuard>,
     pub passwords: PasswordChecker,
 }
 
@@ -241,14 +239,13 @@ impl App {
         let state = AppState {
             resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
-            redis_limits,
             trusted_proxies: Arc::new(trusted_proxies),
             auditor,
             signer: Arc::new(signer),
             media_dir: Arc::new(settings.media_dir.clone()),
             stats,
             api_keys: ApiKeys::new(pool.clone()),
-            password_guard: PasswordGuard::default(),
+            password_guard: Arc::new(PasswordGuard::new(redis_limits)),
             passwords: PasswordChecker::new(match settings.password_check_workers {
                 0 => PasswordChecker::default_workers(),
                 n => n,

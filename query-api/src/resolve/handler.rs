@@ -129,7 +129,7 @@ async fn resolve(
         if !matches!(status, LinkStatus::Active | LinkStatus::Unavailable) {
             return Ok(done(Some(status), None, false));
         }
-        if let Some(wait) = app.password_guard.blocked(attempt.ip, &row.share_id) {
+        if let Some(wait) = app.password_guard.blocked(attempt.ip, &row.share_id).await {
             return Ok(done(
                 Some(status),
                 Some(Refusal::TooManyGuesses(wait)),
@@ -146,7 +146,9 @@ async fn resolve(
         {
             Check::Right => {}
             Check::Wrong => {
-                app.password_guard.wrong_guess(attempt.ip, &row.share_id);
+                app.password_guard
+                    .wrong_guess(attempt.ip, &row.share_id)
+                    .await;
                 return Ok(done(Some(status), Some(Refusal::PasswordInvalid), false));
             }
             Check::Busy => {
