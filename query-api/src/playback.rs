@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -141,42 +140,18 @@ pub fn keys_or_dev_key(configured: Option<&str>, file: &Path) -> anyhow::Result<
     if let Some(keys) = configured.filter(|k| !k.trim().is_empty()) {
         return Ok(keys.to_owned());
     }
-    if let Ok(existing) = std::fs::read_to_string(file) {
-        return Ok(existing.trim().to_owned());
-    }
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let keys = format!("dev:{}", hex::encode(secret));
-    // Written aside and linked into place: linking fails if another process won the race, and
-    // then both use the winner's key.
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &keys)?;
-    restrict_permissions(&tmp);
-    let linked = std::fs::hard_link(&tmp, file);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            tracing::warn!(
-                path = %file.display(),
-                "PLAYBACK_SIGNING_KEYS is unset: generated a development signing key"
-            );
-            Ok(keys)
-        }
-        Err(_) => Ok(std::fs::read_to_string(file)?.trim().to_owned()),
-    }
+    let kept = service_kit::dev_secret::load_or_create(file)?;
+    tracing::warn!(
+        path = %file.display(),
+        "PLAYBACK_SIGNING_KEYS is unset: signing with a development key"
+    );
+    // Files written before the key was kept by `dev_secret` already hold `dev:{hex}`.
+    Ok(if kept.contains(':') {
+        kept
+    } else {
+        format!("dev:{kept}")
+    })
 }
-
-#[cfg(unix)]
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {
