@@ -91,7 +91,7 @@ pub async fn run(
     let resumed_from = schema::read_checkpoint(pool, REBUILD).await?.unwrap_or(0);
     let head = store.head().await?;
     tracing::info!(resumed_from, head, "rebuilding the read models");
-    let bar = progress_bar(settings.progress, head, resumed_from);
+    let bar = progress_bar(settings.progress, "", "", head, resumed_from);
 
     let mut checkpoint = resumed_from;
     let mut events = 0u64;
@@ -259,7 +259,8 @@ async fn drop_lookup_indexes(pool: &PgPool, schema: &str) -> Result<(), sqlx::Er
 }
 
 /// Drops `schema` and its tables, waiting at most a few seconds for readers of them to finish.
-async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+/// Both rebuilds (read models and analytics) retire their old schema this way.
+pub(crate) async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::raw_sql(&format!(
         "SET LOCAL lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE;",
@@ -270,14 +271,22 @@ async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     tx.commit().await
 }
 
-fn progress_bar(enabled: bool, head: Position, at: Position) -> ProgressBar {
+/// The progress bar of a rebuild on stderr (hidden when `enabled` is false): `what` names the
+/// rebuild, `unit` what it counts, `length` the whole and `at` what is already done.
+pub(crate) fn progress_bar(
+    enabled: bool,
+    what: &str,
+    unit: &str,
+    length: u64,
+    at: u64,
+) -> ProgressBar {
     if !enabled {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(head.max(1)), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} rebuilding [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
-    ) {
+    let bar = ProgressBar::with_draw_target(Some(length.max(1)), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{spinner}} rebuilding{what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}}{unit} ({{per_sec}}, eta {{eta}}) {{msg}}"
+    )) {
         bar.set_style(style);
     }
     bar.set_position(at);

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use async_nats::jetstream::{self};
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use migrations::quote_ident;
 use sqlx::{Connection, PgPool};
 
@@ -82,9 +81,9 @@ pub async fn run(
     settings: &Settings,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    drop_schema(pool, RETIRED).await?;
+    crate::rebuild::drop_schema(pool, RETIRED).await?;
     if settings.fresh {
-        drop_schema(pool, REBUILD).await?;
+        crate::rebuild::drop_schema(pool, REBUILD).await?;
     }
     let mut conn = pool.acquire().await?;
     let Some(live) = writer::read_position(&mut conn, LIVE).await? else {
@@ -111,7 +110,13 @@ pub async fn run(
         target,
         "rebuilding the analytics"
     );
-    let bar = progress_bar(settings.progress, rebuilt, target);
+    let bar = crate::rebuild::progress_bar(
+        settings.progress,
+        " analytics",
+        " messages",
+        target.saturating_sub(rebuilt.start),
+        rebuilt.folded.saturating_sub(rebuilt.start),
+    );
 
     let mut folded = rebuilt.folded;
     let mut messages_folded = 0u64;
@@ -183,7 +188,7 @@ pub async fn run(
     }
     bar.finish_and_clear();
     tracing::info!(position = folded, "swapped the rebuilt analytics in");
-    if let Err(e) = drop_schema(pool, RETIRED).await {
+    if let Err(e) = crate::rebuild::drop_schema(pool, RETIRED).await {
         tracing::warn!(error = %e, "could not drop the retired analytics yet; the next rebuild will");
     }
     Ok(Summary {
@@ -252,31 +257,4 @@ async fn swap(pool: &PgPool, rebuilt: u64) -> Result<Option<u64>, sqlx::Error> {
     .await?;
     tx.commit().await?;
     Ok(None)
-}
-
-/// Drops `schema`, waiting at most a few seconds for readers of it to finish.
-async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::raw_sql(&format!(
-        "SET LOCAL lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE;",
-        quote_ident(schema)
-    ))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
-
-fn progress_bar(enabled: bool, at: Position, target: u64) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let length = target.saturating_sub(at.start).max(1);
-    let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} rebuilding analytics [{elapsed_precise}] {wide_bar} {pos}/{len} messages ({per_sec}, eta {eta}) {msg}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_position(at.folded.saturating_sub(at.start));
-    bar
 }
