@@ -462,15 +462,47 @@ async fn an_expired_link_revives_and_views_taken_still_count() {
     assert_eq!(resolve(&w, token).await.0, 200);
     assert_eq!(resolve(&w, token).await.0, 200);
     assert_eq!(w.patch(id, json!({"max_views": 2})).await.0, 200);
+    settled(&w, token, 404).await;
     assert_eq!(resolve(&w, token).await.0, 404, "at the limit");
     assert_eq!(resolve(&w, token).await.0, 404);
     assert_eq!(w.patch(id, json!({"max_views": 1})).await.0, 200);
+    settled(&w, token, 404).await;
     assert_eq!(resolve(&w, token).await.0, 404, "below the views taken");
     assert_eq!(w.patch(id, json!({"max_views": 3})).await.0, 200);
+    settled(&w, token, 200).await;
     assert_eq!(resolve(&w, token).await.0, 200, "one view left");
     assert_eq!(resolve(&w, token).await.0, 404);
     assert_eq!(w.patch(id, json!({"max_views": null})).await.0, 200);
+    settled(&w, token, 200).await;
     assert_eq!(resolve(&w, token).await.0, 200, "unlimited");
+}
+
+/// Waits (at most 5 s) until a `HEAD`, which never takes a view, answers `status`: the query
+/// instance applies a change notice a moment after the command API has heard the same notice
+/// and answered, and a GET sent inside that moment would take a view under the old limit.
+async fn settled(w: &World, token: &str, status: u16) {
+    let url = w.stack.query.url(&format!("/v1/music/shared/{token}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = w
+            .stack
+            .http
+            .head(&url)
+            .header("x-forwarded-for", "198.51.100.1")
+            .send()
+            .await
+            .expect("head")
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HEAD still answers {got}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn projected_share(pool: &sqlx::PgPool, id: &str) -> Option<String> {
