@@ -321,12 +321,14 @@ async fn every_setting_changes_and_every_bad_field_is_named() {
     assert_eq!(item["label"], Value::Null);
     assert_eq!(item["max_views"], 7);
     assert_eq!(item["updated_at"], settings["updated_at"]);
+    settled(&w, &token, 401).await;
     assert_eq!(resolve(&w, &token).await.0, 401);
     let (_, settings) = w
         .patch(&id, json!({"max_views": null, "password": null}))
         .await;
     assert_eq!(settings["max_views"], Value::Null);
     assert_eq!(settings["password_protected"], false);
+    settled(&w, &token, 200).await;
     assert_eq!(resolve(&w, &token).await.0, 200);
 
     // Every bad field is named, all at once.
