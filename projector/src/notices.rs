@@ -6,7 +6,7 @@
 //! that owns the connection, and are dropped (not queued for later) while it is disconnected or
 //! when the queue is full. The connection is retried in the background forever.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use events::notice::{self, ChangeNotice};
 use tokio::sync::mpsc;
@@ -113,11 +113,23 @@ fn pieces(notice: ChangeNotice) -> Vec<ChangeNotice> {
         .collect()
 }
 
+/// How long the publisher waits for its first connection before it drops notices.
+const CONNECT_GRACE: Duration = Duration::from_secs(2);
+
 async fn publish(
     client: async_nats::Client,
     subject: String,
     mut notices: mpsc::Receiver<ChangeNotice>,
 ) {
+    // The client connects in the background (`retry_on_initial_connect`), so the first notices
+    // can come before the connection: wait for it a moment (they queue meanwhile), or a one-shot
+    // command such as `projector rebuild` would drop the only notice it has.
+    let started = Instant::now();
+    while client.connection_state() != async_nats::connection::State::Connected
+        && started.elapsed() < CONNECT_GRACE
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     while let Some(notice) = notices.recv().await {
         if client.connection_state() != async_nats::connection::State::Connected {
             metrics::counter!("projector_notices_dropped_total").increment(1);

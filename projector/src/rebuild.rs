@@ -28,9 +28,9 @@ use crate::schema::{self, LIVE, REBUILD, RETIRED};
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Events per batch (and per transaction).
+    /// Events (or, for the analytics rebuild, audit messages) per batch and per transaction.
     pub batch_size: usize,
-    /// Drop an interrupted rebuild and start from the first event.
+    /// Drop an interrupted rebuild and start from the beginning.
     pub fresh: bool,
     /// Draw a progress bar on stderr (when it is a terminal).
     pub progress: bool,

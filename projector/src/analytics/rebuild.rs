@@ -33,15 +33,9 @@ const TABLES: &[&str] = &[
     "day_visitors",
 ];
 
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Messages per batch (and transaction).
-    pub batch_size: usize,
-    /// Drop an interrupted rebuild and start from the start sequence.
-    pub fresh: bool,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
-}
+/// The same knobs as the read models' rebuild: here a batch is of audit messages, and `fresh`
+/// starts over from the sequence where this database started counting.
+pub use crate::rebuild::Settings;
 
 #[derive(Clone, Debug)]
 pub struct Summary {
