@@ -135,6 +135,47 @@ pub fn share(target_type: TargetType, target_id: &str) -> ShareCreated {
     }
 }
 
+/// A track share of `owner` in `org` that expired yesterday, appended to the log with its token
+/// indexed as the command API indexes one (no route can create an expired link). Returns the
+/// link's id and its raw token.
+pub async fn expired_track_share(
+    pool: &PgPool,
+    track: &str,
+    org: &str,
+    owner: &str,
+) -> (ShareLinkId, String) {
+    let token = ShareToken::generate();
+    let share_id = ShareLinkId::generate();
+    sqlx::query("INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2)")
+        .bind(token.hash().as_str())
+        .bind(share_id.as_str())
+        .execute(pool)
+        .await
+        .expect("index the token");
+    let created = ShareCreated {
+        share_id: share_id.clone(),
+        token_hash: token.hash(),
+        organization_id: OrganizationId::parse(org).expect("org"),
+        owner_id: UserId::parse(owner).expect("user"),
+        expires_at: Some(Utc::now() - Duration::days(1)),
+        ..share(TargetType::Track, track)
+    };
+    let meta = EventMetadata {
+        actor: owner.to_owned(),
+        trace_id: "req_testexpiredshare00".to_owned(),
+        occurred_at: Utc::now() - Duration::days(2),
+    };
+    events::store::postgres::PostgresEventStore::new(pool.clone())
+        .append(
+            &StreamId::share(&share_id),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(&MusicEvent::ShareCreated(created), &meta)],
+        )
+        .await
+        .expect("append the expired share");
+    (share_id, token.expose().to_owned())
+}
+
 pub fn added(collection: &CollectionId, track: &TrackId) -> CollectionTrackAdded {
     CollectionTrackAdded {
         collection_id: collection.clone(),

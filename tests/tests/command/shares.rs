@@ -1,11 +1,9 @@
 //! Share links over HTTP: creating them exactly as the source pages say, every invalid body,
 //! revoking idempotently, and saving a shared track (with every kind of dead link).
 
-use chrono::{Duration, Utc};
-use events::event::{ShareCreated, TargetType, Visibility};
-use events::ids::{OrganizationId, ShareLinkId, UserId};
+use chrono::Duration;
+use events::ids::ShareLinkId;
 use events::share_token::ShareToken;
-use events::{EventMetadata, EventStore, ExpectedVersion, MusicEvent, NewEvent, StreamId};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -354,47 +352,6 @@ async fn revoking_is_idempotent() {
     assert_eq!(body["error"]["details"]["share_id"], "mslink_000000000000");
 }
 
-/// Appends a share that expired yesterday (no route can create one) and indexes its token.
-async fn expired_share(api: &CommandApi, track: &str, org: &str, owner: &str) -> String {
-    let pool = api.pool().await;
-    let store = events::store::postgres::PostgresEventStore::new(pool.clone());
-    let token = ShareToken::generate();
-    let share_id = ShareLinkId::generate();
-    sqlx::query("INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2)")
-        .bind(token.hash().as_str())
-        .bind(share_id.as_str())
-        .execute(&pool)
-        .await
-        .expect("index");
-    let created = ShareCreated {
-        share_id: share_id.clone(),
-        token_hash: token.hash(),
-        target_type: TargetType::Track,
-        target_id: track.to_owned(),
-        organization_id: OrganizationId::parse(org).expect("org"),
-        owner_id: UserId::parse(owner).expect("user"),
-        visibility: Visibility::LinkOnly,
-        expires_at: Some(Utc::now() - Duration::days(1)),
-        max_views: None,
-        password_hash: None,
-        label: None,
-    };
-    let meta = EventMetadata {
-        actor: owner.to_owned(),
-        trace_id: "req_testexpiredshare00".to_owned(),
-        occurred_at: Utc::now() - Duration::days(2),
-    };
-    store
-        .append(
-            &StreamId::share(&share_id),
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(&MusicEvent::ShareCreated(created), &meta)],
-        )
-        .await
-        .expect("append");
-    token.expose().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saving_a_shared_track_adds_one_edge_and_dead_links_are_404() {
     let api = CommandApi::start().await;
@@ -475,7 +432,8 @@ async fn saving_a_shared_track_adds_one_edge_and_dead_links_are_404() {
         StatusCode::OK,
     )
     .await;
-    let expired_token = expired_share(&api, &track, &org, &owner).await;
+    let (_, expired_token) =
+        tests::log::expired_track_share(&api.pool().await, &track, &org, &owner).await;
     let (limited_id, limited_token) =
         create(track_share.clone(), Some(json!({"max_views": 2}))).await;
     let removed_track = api.track(&owner_key, &org).await;

@@ -7,11 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use events::envelope::{EventMetadata, NewEvent, StreamId};
-use events::event::{ShareCreated, TargetType, Visibility};
-use events::ids::{OrganizationId, ShareLinkId, UserId};
 use events::share_token::ShareToken;
-use events::{EventStore, ExpectedVersion, MusicEvent};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tests::nats::PrivateNats;
@@ -400,54 +396,14 @@ async fn every_setting_changes_and_every_bad_field_is_named() {
     assert_eq!(w.rotate_as(&w.key, &id).await.0, 409);
 }
 
-/// Appends a share that expired yesterday (no route can create one) and indexes its token.
-async fn expired_share(w: &World) -> (String, String) {
-    let pool = w.stack.db.pool().await;
-    let store = events::store::postgres::PostgresEventStore::new(pool.clone());
-    let token = ShareToken::generate();
-    let share_id = ShareLinkId::generate();
-    sqlx::query("INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2)")
-        .bind(token.hash().as_str())
-        .bind(share_id.as_str())
-        .execute(&pool)
-        .await
-        .expect("index");
-    let created = ShareCreated {
-        share_id: share_id.clone(),
-        token_hash: token.hash(),
-        target_type: TargetType::Track,
-        target_id: w.track.clone(),
-        organization_id: OrganizationId::parse(ORG).expect("org"),
-        owner_id: UserId::parse(USER).expect("user"),
-        visibility: Visibility::LinkOnly,
-        expires_at: Some(Utc::now() - chrono::Duration::days(1)),
-        max_views: None,
-        password_hash: None,
-        label: None,
-    };
-    let meta = EventMetadata {
-        actor: USER.to_owned(),
-        trace_id: "req_testexpiredshare00".to_owned(),
-        occurred_at: Utc::now() - chrono::Duration::days(2),
-    };
-    store
-        .append(
-            &StreamId::share(&share_id),
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new(&MusicEvent::ShareCreated(created), &meta)],
-        )
-        .await
-        .expect("append");
-    (share_id.to_string(), token.expose().to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_link_revives_and_views_taken_still_count() {
     let w = World::start(&tests::nats::shared_url()).await;
-    let (id, token) = expired_share(&w).await;
+    let pool = w.stack.db.pool().await;
+    let (id, token) = tests::log::expired_track_share(&pool, &w.track, ORG, USER).await;
+    let id = id.to_string();
     // The projector picks the appended event up by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let pool = w.stack.db.pool().await;
     while projected_share(&pool, &id).await.is_none() {
         assert!(Instant::now() < deadline, "never projected");
         tokio::time::sleep(Duration::from_millis(100)).await;
