@@ -5,6 +5,10 @@
 //! name, so stacks that share one NATS server never hear each other. The projector also
 //! publishes an empty notice (a heartbeat) every second or so while idle, so a listener can tell
 //! "a projector is alive and has reached position P".
+//!
+//! Every query instance answers each notice it has applied with an [`Applied`] at
+//! [`applied_subject`]: the command API waits for those too, so read your writes holds on *any*
+//! query instance, not only once the projector has committed.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,4 +56,18 @@ impl ChangeNotice {
 /// The subject notices of one namespace are published on.
 pub fn subject(namespace: &str) -> String {
     format!("music.readmodel.{namespace}.changed")
+}
+
+/// A query instance's answer to a notice: its cache now reflects the read models up to
+/// `position`. Sent for heartbeats too, so the command API knows which instances are alive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Random per process: tells instances apart, names nothing else.
+    pub instance: String,
+    pub position: Position,
+}
+
+/// The subject query instances confirm applied notices on.
+pub fn applied_subject(namespace: &str) -> String {
+    format!("music.readmodel.{namespace}.applied")
 }

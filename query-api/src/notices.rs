@@ -1,11 +1,13 @@
 //! The projector's change notices, heard on core NATS: they evict the resolve cache at once.
 //!
-//! Notices are fire-and-forget; one lost costs a cache entry its TTL (see `cache`).
+//! Notices are fire-and-forget; one lost costs a cache entry its TTL (see `cache`). Each notice
+//! applied is confirmed ([`Applied`]) so the command API can answer a write only once every live
+//! query instance has evicted what the write changed (read your writes on any instance).
 
 use std::sync::Arc;
 
 use async_nats::Client;
-use events::notice::{subject, ChangeNotice};
+use events::notice::{applied_subject, subject, Applied, ChangeNotice};
 use futures::StreamExt;
 
 use crate::cache::ResolveCache;
@@ -23,6 +25,8 @@ pub async fn listen(client: Client, namespace: String, cache: Arc<ResolveCache>)
         }
     };
     tracing::info!(subject, "listening for change notices");
+    let confirm_on = applied_subject(&namespace);
+    let instance = uuid::Uuid::new_v4().simple().to_string();
     while let Some(message) = subscription.next().await {
         let notice: ChangeNotice = match serde_json::from_slice(&message.payload) {
             Ok(n) => n,
@@ -32,5 +36,15 @@ pub async fn listen(client: Client, namespace: String, cache: Arc<ResolveCache>)
             }
         };
         cache.apply(&notice);
+        let applied = Applied {
+            instance: instance.clone(),
+            position: notice.position,
+        };
+        if let Ok(payload) = serde_json::to_vec(&applied) {
+            // Fire-and-forget like the notice: a lost confirmation only makes one write wait.
+            if let Err(e) = client.publish(confirm_on.clone(), payload.into()).await {
+                tracing::debug!(error = %e, "cannot confirm a change notice");
+            }
+        }
     }
 }
