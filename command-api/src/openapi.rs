@@ -7,7 +7,6 @@
 //! security schemes.
 
 use serde_json::Value;
-use service_kit::server;
 use utoipa::OpenApi;
 
 use crate::domain::share::ShareRequest;
@@ -37,13 +36,10 @@ pub struct ApiDoc;
 
 /// The document `GET /openapi.json` serves, built without a running application.
 pub fn document() -> Value {
-    let ready = server::ready_check(|| async { Ok(()) });
-    let mut operations = crate::app::routes(0).into_openapi();
-    operations.merge(server::health_api::<()>(ready).into_openapi());
-    service_kit::openapi::document(operations)
+    service_kit::openapi::document_with_health(crate::app::routes(0).into_openapi())
 }
 
-/// Every route of CONTRACT.md's command table, and the operations both APIs serve.
+/// Every route of CONTRACT.md's command table (beside [`service_kit::openapi::SHARED_ROUTES`]).
 pub const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/music/{org}/tracks"),
     ("delete", "/v1/music/{org}/tracks/{track_id}"),
@@ -61,21 +57,18 @@ pub const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/music/{org}/share/{share_id}"),
     ("post", "/v1/music/{org}/share/{share_id}/rotate"),
     ("post", "/v1/music/shared/{token}/save"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use service_kit::openapi::SHARED_ROUTES;
 
     #[test]
     fn the_document_lists_exactly_the_contract_routes() {
         let doc = document();
         service_kit::openapi::assert_lists_exactly(&doc, CONTRACT_ROUTES);
-        for &(method, path) in CONTRACT_ROUTES {
+        for &(method, path) in CONTRACT_ROUTES.iter().chain(SHARED_ROUTES) {
             let operation = &doc["paths"][path][method];
             let public = !path.starts_with("/v1/");
             assert_eq!(

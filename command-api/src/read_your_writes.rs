@@ -201,7 +201,10 @@ fn hear(tx: &watch::Sender<Heard>, subject: &str, payload: &[u8], applied: &str)
             let q = h
                 .query_instances
                 .entry(confirmed.instance)
-                .or_insert(Reached { position: 0, at: now });
+                .or_insert(Reached {
+                    position: 0,
+                    at: now,
+                });
             q.position = q.position.max(confirmed.position);
             q.at = now;
         });
@@ -230,13 +233,19 @@ mod tests {
             projector: Some(at(10, Duration::ZERO)),
             ..Heard::default()
         };
-        assert!(heard.reached(10), "no query instance heard of: the projector is enough");
+        assert!(
+            heard.reached(10),
+            "no query instance heard of: the projector is enough"
+        );
         assert!(!heard.reached(11));
 
         heard
             .query_instances
             .insert("a".into(), at(9, Duration::ZERO));
-        assert!(!heard.reached(10), "a live instance that has not evicted yet");
+        assert!(
+            !heard.reached(10),
+            "a live instance that has not evicted yet"
+        );
         heard
             .query_instances
             .insert("a".into(), at(10, Duration::ZERO));

@@ -14,7 +14,6 @@ use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use sqlx::types::Json as DbJson;
-use sqlx::Row;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -41,19 +40,9 @@ pub struct StatsParams {
 pub struct ShareStats {
     #[schema(example = "mslink_8c4e2a9f1b73")]
     pub share_id: String,
-    /// Attempts answered with the link's content (JSON or HTML), since counting began.
-    #[schema(minimum = 0)]
-    pub views: i64,
-    /// Link-preview fetches (a chat app unfurling the link, `HEAD`), which take no view.
-    #[schema(minimum = 0)]
-    pub previews: i64,
-    /// Distinct client IPs among the views (exact; counted through a keyed hash, never stored).
-    #[schema(minimum = 0)]
-    pub unique_visitors: i64,
-    /// Every other attempt on this link: rate limited, password missing or wrong, revoked,
-    /// expired, over its limit, content removed.
-    #[schema(minimum = 0)]
-    pub denied: i64,
+    /// Since counting began.
+    #[serde(flatten)]
+    pub totals: Counts,
     /// UTC, whole seconds; null: never viewed.
     #[serde(serialize_with = "whole_seconds")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
@@ -67,15 +56,35 @@ pub struct ShareStats {
 pub struct DailyStats {
     #[schema(value_type = String, format = Date, example = "2026-12-02")]
     pub date: NaiveDate,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// What the statistics count, in total and for each day.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Counts {
+    /// Attempts answered with the link's content (JSON or HTML).
     #[schema(minimum = 0)]
     pub views: i64,
+    /// Link-preview fetches (a chat app unfurling the link, `HEAD`), which take no view.
     #[schema(minimum = 0)]
     pub previews: i64,
-    /// Distinct client IPs among that day's views.
+    /// Distinct client IPs among the views (exact; counted through a keyed hash, never stored).
     #[schema(minimum = 0)]
     pub unique_visitors: i64,
+    /// Every other attempt on this link: rate limited, password missing or wrong, revoked,
+    /// expired, over its limit, content removed.
     #[schema(minimum = 0)]
     pub denied: i64,
+}
+
+/// The one statement's row: the totals, the last view, the days.
+#[derive(sqlx::FromRow)]
+struct StatsRow {
+    #[sqlx(flatten)]
+    totals: Counts,
+    last_viewed_at: Option<DateTime<Utc>>,
+    daily: DbJson<Vec<DailyStats>>,
 }
 
 /// A link's views, previews, unique visitors and denied attempts, in total and per day.
@@ -113,7 +122,7 @@ pub async fn handler(
         .checked_sub_days(Days::new(DAILY_WINDOW_DAYS - 1))
         .unwrap_or(NaiveDate::MIN);
     // One statement, one snapshot: the totals and the days always agree.
-    let row = sqlx::query(
+    let row: StatsRow = sqlx::query_as(
         "SELECT coalesce(l.views, 0) AS views, coalesce(l.previews, 0) AS previews, \
                 coalesce(l.denied, 0) AS denied, \
                 coalesce(l.unique_visitors, 0) AS unique_visitors, l.last_viewed_at, \
@@ -134,14 +143,10 @@ pub async fn handler(
     .fetch_optional(&app.pool)
     .await?
     .ok_or_else(not_found)?;
-    let DbJson(daily): DbJson<Vec<DailyStats>> = row.try_get("daily")?;
     Ok(Json(ShareStats {
-        views: row.try_get("views")?,
-        previews: row.try_get("previews")?,
-        unique_visitors: row.try_get("unique_visitors")?,
-        denied: row.try_get("denied")?,
-        last_viewed_at: row.try_get("last_viewed_at")?,
-        daily,
         share_id,
+        totals: row.totals,
+        last_viewed_at: row.last_viewed_at,
+        daily: row.daily.0,
     }))
 }

@@ -119,9 +119,27 @@ impl Settings {
     }
 }
 
-/// The state every handler shares.
+/// The state every handler shares, behind one `Arc`: axum clones the state for every extractor
+/// and layer of every request, and one reference count is all such a clone should cost.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for AppState {
+    fn from(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub pool: PgPool,
     pub resolver: Arc<Resolver>,
     pub limit: ResolveLimit,
@@ -236,7 +254,7 @@ impl App {
             &settings.notice_namespace,
         ));
         tasks.push(tokio::spawn(used_up.clone().listen()));
-        let state = AppState {
+        let state = AppState::from(Shared {
             resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
             trusted_proxies: Arc::new(trusted_proxies),
@@ -251,7 +269,7 @@ impl App {
                 n => n,
             }),
             pool,
-        };
+        });
         Ok(App {
             state,
             stop,

@@ -7,7 +7,6 @@
 //! security schemes.
 
 use serde_json::Value;
-use service_kit::server;
 use utoipa::OpenApi;
 
 /// The parts of the document that belong to no operation.
@@ -32,28 +31,22 @@ pub struct ApiDoc;
 
 /// The document `GET /openapi.json` serves, built without a running application.
 pub fn document() -> Value {
-    let ready = server::ready_check(|| async { Ok(()) });
-    let mut operations = crate::app::routes().into_openapi();
-    operations.merge(server::health_api::<()>(ready).into_openapi());
-    service_kit::openapi::document(operations)
+    service_kit::openapi::document_with_health(crate::app::routes().into_openapi())
 }
 
-/// Every route of CONTRACT.md's query table, and the operations both APIs serve.
+/// Every route of CONTRACT.md's query table (beside [`service_kit::openapi::SHARED_ROUTES`]).
 pub const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/music/shared/{token}"),
     ("post", "/v1/music/shared/{token}"),
     ("get", "/v1/music/media/{track_id}"),
     ("get", "/v1/music/{org}/shares"),
     ("get", "/v1/music/{org}/share/{share_id}/stats"),
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use service_kit::openapi::SHARED_ROUTES;
 
     #[test]
     fn the_document_lists_exactly_the_contract_routes() {
@@ -64,7 +57,7 @@ mod tests {
             "/v1/music/{org}/shares",
             "/v1/music/{org}/share/{share_id}/stats",
         ];
-        for &(method, path) in CONTRACT_ROUTES {
+        for &(method, path) in CONTRACT_ROUTES.iter().chain(SHARED_ROUTES) {
             let operation = &doc["paths"][path][method];
             assert_eq!(
                 operation["security"].is_array(),

@@ -76,6 +76,24 @@ pub fn document(operations: OpenApi) -> Value {
     finish(api.routes(routes!(openapi_json)).into_openapi())
 }
 
+/// The operations every process serves beside its own ([`crate::server::health_api`] and
+/// [`serve`]): each API's route table lists only its own.
+pub const SHARED_ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+];
+
+/// [`document`] for an API whose own operations are `operations`, with the health routes every
+/// process serves: what `GET /openapi.json` serves, built without a running application.
+pub fn document_with_health(operations: OpenApi) -> Value {
+    let ready = crate::server::ready_check(|| async { Ok(()) });
+    let mut operations = operations;
+    operations.merge(crate::server::health_api::<()>(ready).into_openapi());
+    document(operations)
+}
+
 /// Adds the security schemes and the headers every response carries (see the module docs).
 pub fn finish(mut document: OpenApi) -> Value {
     let components = document.components.get_or_insert_with(Default::default);
@@ -216,8 +234,8 @@ fn sorted_routes(routes: &[(&str, &str)]) -> Vec<(String, String)> {
     sorted
 }
 
-/// Panics unless `document` is OpenAPI 3.1 and lists exactly `routes`: what each API's unit test
-/// holds its document to. With `MS_DUMP_OPENAPI=FILE` the document is also written there, to read.
+/// Panics unless `document` is OpenAPI 3.1 and lists exactly `routes` and [`SHARED_ROUTES`]: what
+/// each API's unit test holds its document to. With `MS_DUMP_OPENAPI=FILE` the document is also written there, to read.
 pub fn assert_lists_exactly(document: &Value, routes: &[(&str, &str)]) {
     if let Ok(path) = std::env::var("MS_DUMP_OPENAPI") {
         std::fs::write(
@@ -227,7 +245,8 @@ pub fn assert_lists_exactly(document: &Value, routes: &[(&str, &str)]) {
         .ok();
     }
     assert_eq!(document["openapi"], "3.1.0");
-    assert_eq!(operations(document), sorted_routes(routes));
+    let all: Vec<(&str, &str)> = routes.iter().chain(SHARED_ROUTES).copied().collect();
+    assert_eq!(operations(document), sorted_routes(&all));
 }
 
 #[cfg(test)]

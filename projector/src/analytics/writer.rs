@@ -221,29 +221,14 @@ async fn write(conn: &mut PgConnection, folded: &Folded) -> Result<(), sqlx::Err
 
     // Days, then all-time totals per link.
     let mut totals: BTreeMap<String, DayCounts> = BTreeMap::new();
-    let (mut ds, mut dd, mut dv, mut dp, mut dn, mut du) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut days, mut dates) = (CountColumns::default(), Vec::new());
     for ((share, day), counts) in &folded.days {
         if !ours.contains(share) {
             continue;
         }
-        ds.push(share.clone());
-        dd.push(*day);
-        dv.push(counts.views);
-        dp.push(counts.previews);
-        dn.push(counts.denied);
-        du.push(
-            uniques_daily
-                .get(&(share.clone(), *day))
-                .copied()
-                .unwrap_or(0),
-        );
+        let uniques = uniques_daily.get(&(share.clone(), *day)).copied();
+        days.push(share.clone(), counts, uniques);
+        dates.push(*day);
         let total = totals.entry(share.clone()).or_default();
         total.views += counts.views;
         total.previews += counts.previews;
@@ -251,39 +236,29 @@ async fn write(conn: &mut PgConnection, folded: &Folded) -> Result<(), sqlx::Err
         total.last_viewed_at = total.last_viewed_at.max(counts.last_viewed_at);
     }
     sqlx::query(
-        "INSERT INTO link_days (share_id, day, views, previews, denied, unique_visitors) \
-         SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], $4::bigint[], \
-                              $5::bigint[], $6::bigint[]) \
+        "INSERT INTO link_days (share_id, views, previews, denied, unique_visitors, day) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], \
+                              $5::bigint[], $6::date[]) \
          ON CONFLICT (share_id, day) DO UPDATE SET \
             views = link_days.views + excluded.views, \
             previews = link_days.previews + excluded.previews, \
             denied = link_days.denied + excluded.denied, \
             unique_visitors = link_days.unique_visitors + excluded.unique_visitors",
     )
-    .bind(&ds)
-    .bind(&dd)
-    .bind(&dv)
-    .bind(&dp)
-    .bind(&dn)
-    .bind(&du)
+    .bind(&days.shares)
+    .bind(&days.views)
+    .bind(&days.previews)
+    .bind(&days.denied)
+    .bind(&days.uniques)
+    .bind(&dates)
     .execute(&mut *conn)
     .await?;
 
-    let (mut ts, mut tv, mut tp, mut tn, mut tu, mut tl) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut links, mut last_viewed) = (CountColumns::default(), Vec::new());
     for (share, total) in totals {
-        tu.push(uniques_ever.get(&share).copied().unwrap_or(0));
-        ts.push(share);
-        tv.push(total.views);
-        tp.push(total.previews);
-        tn.push(total.denied);
-        tl.push(total.last_viewed_at);
+        let uniques = uniques_ever.get(&share).copied();
+        last_viewed.push(total.last_viewed_at);
+        links.push(share, &total, uniques);
     }
     sqlx::query(
         "INSERT INTO links (share_id, views, previews, denied, unique_visitors, last_viewed_at) \
@@ -296,15 +271,35 @@ async fn write(conn: &mut PgConnection, folded: &Folded) -> Result<(), sqlx::Err
             unique_visitors = links.unique_visitors + excluded.unique_visitors, \
             last_viewed_at = greatest(links.last_viewed_at, excluded.last_viewed_at)",
     )
-    .bind(&ts)
-    .bind(&tv)
-    .bind(&tp)
-    .bind(&tn)
-    .bind(&tu)
-    .bind(&tl)
+    .bind(&links.shares)
+    .bind(&links.views)
+    .bind(&links.previews)
+    .bind(&links.denied)
+    .bind(&links.uniques)
+    .bind(&last_viewed)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The counts of many links (or link-days) as column vectors, for one `unnest` insert.
+#[derive(Default)]
+struct CountColumns {
+    shares: Vec<String>,
+    views: Vec<i64>,
+    previews: Vec<i64>,
+    denied: Vec<i64>,
+    uniques: Vec<i64>,
+}
+
+impl CountColumns {
+    fn push(&mut self, share: String, counts: &DayCounts, uniques: Option<i64>) {
+        self.shares.push(share);
+        self.views.push(counts.views);
+        self.previews.push(counts.previews);
+        self.denied.push(counts.denied);
+        self.uniques.push(uniques.unwrap_or(0));
+    }
 }
 
 /// Sequences are unsigned in JetStream and `bigint` here; a stream never gets near `i64::MAX`.

@@ -272,7 +272,7 @@ async fn fetch_document(http: &Client, url: &str) -> Value {
 /// unknown-path 404 nor by a 405.
 async fn check_document(doc: &Value, routes: &[(&str, &str)], base: &str, http: &Client) {
     service_kit::openapi::assert_lists_exactly(doc, routes);
-    for (method, path) in routes {
+    for (method, path) in routes.iter().chain(service_kit::openapi::SHARED_ROUTES) {
         let concrete = path
             .replace("{org}", "org_nobody")
             .replace("{track_id}", "mtrack_000000000000")
