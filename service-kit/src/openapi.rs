@@ -249,6 +249,27 @@ pub fn assert_lists_exactly(document: &Value, routes: &[(&str, &str)]) {
     assert_eq!(operations(document), sorted_routes(&all));
 }
 
+/// Panics unless exactly the operations of `routes` for which `authenticated(path)` holds name a
+/// security requirement (the shared routes are public), and every response of each names its
+/// `X-Request-Id`.
+pub fn assert_security(document: &Value, routes: &[(&str, &str)], authenticated: fn(&str) -> bool) {
+    for &(method, path) in routes.iter().chain(SHARED_ROUTES) {
+        let operation = &document["paths"][path][method];
+        let expected = authenticated(path) && !SHARED_ROUTES.contains(&(method, path));
+        assert_eq!(
+            operation["security"].is_array(),
+            expected,
+            "{method} {path}: security"
+        );
+        for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+            assert_eq!(
+                response["headers"]["X-Request-Id"]["required"], true,
+                "{method} {path} {status}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

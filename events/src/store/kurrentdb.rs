@@ -271,13 +271,8 @@ impl EventStore for KurrentDbEventStore {
     }
 
     fn wake_ups(&self) -> watch::Receiver<Position> {
-        self.wake_ups
-            .get_or_init(|| {
-                let (tx, rx) = watch::channel(0);
-                tokio::spawn(follow_appends(self.connection.clone(), tx));
-                rx
-            })
-            .clone()
+        let connection = self.connection.clone();
+        super::wake_ups_following(&self.wake_ups, |tx| follow_appends(connection, tx))
     }
 }
 

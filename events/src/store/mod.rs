@@ -204,3 +204,21 @@ pub async fn open(
         }
     }
 }
+
+/// Wake-ups from a backend that must follow its appends in a task of its own: the task starts
+/// on the first call, once per store, and every caller gets a receiver of the same channel.
+pub(crate) fn wake_ups_following<F>(
+    started: &std::sync::OnceLock<tokio::sync::watch::Receiver<Position>>,
+    follow: impl FnOnce(tokio::sync::watch::Sender<Position>) -> F,
+) -> tokio::sync::watch::Receiver<Position>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    started
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(0);
+            tokio::spawn(follow(tx));
+            rx
+        })
+        .clone()
+}

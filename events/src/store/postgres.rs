@@ -130,13 +130,8 @@ impl EventStore for PostgresEventStore {
     }
 
     fn wake_ups(&self) -> watch::Receiver<Position> {
-        self.wake_ups
-            .get_or_init(|| {
-                let (tx, rx) = watch::channel(0);
-                tokio::spawn(listen_for_appends(self.pool.clone(), tx));
-                rx
-            })
-            .clone()
+        let pool = self.pool.clone();
+        super::wake_ups_following(&self.wake_ups, |tx| listen_for_appends(pool, tx))
     }
 }
 
