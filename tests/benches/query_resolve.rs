@@ -81,7 +81,11 @@ async fn run() {
 
     // `cargo bench -p tests --bench query_resolve -- limiter`: the shared limiter's cost alone.
     let only_limiter = std::env::args().skip(1).any(|a| a == "limiter");
-    limiter_cost(&mut rows, &q.db.url, &resolve_path, settings(true, true)).await;
+    // `-- table`: only what `scripts/bench` shows (no limiter, memory or stack latency rows).
+    let only_table = std::env::args().skip(1).any(|a| a == "table");
+    if !only_table {
+        limiter_cost(&mut rows, &q.db.url, &resolve_path, settings(true, true)).await;
+    }
     if only_limiter {
         print_table(&rows);
         return;
@@ -110,6 +114,11 @@ async fn run() {
             format!("{:.0} req/s", hot.rps()),
             format!("÷ empty = {:.2} (goal ≥ 0.7)", hot.rps() / empty.rps()),
         ),
+    );
+    summary(
+        "hot resolve, audit on ÷ empty route",
+        hot.rps() / empty.rps(),
+        "≥ 0.7",
     );
     let half = load(
         server.addr,
@@ -144,7 +153,37 @@ async fn run() {
             format!("on ÷ off = {:.2} (goal ≥ 0.9)", loud.rps() / quiet.rps()),
         ),
     );
+    summary(
+        "resolve audit on ÷ off",
+        loud.rps() / quiet.rps(),
+        "≥ 0.9, or overhead within 10% of JetStream's own cost",
+    );
+    // What JetStream itself takes here: a publisher that does nothing else, with the same
+    // messages in the same batches, acks awaited together.
+    let alone = jetstream_alone(&nats.url(), PHASE).await;
+    let overhead_us = 1e6 / loud.rps() - 1e6 / quiet.rps();
+    let jetstream_us = 1e6 / alone;
+    record(
+        &mut rows,
+        Row(
+            "JetStream alone (same messages, batches)".into(),
+            format!("{alone:.0} msg/s = {jetstream_us:.1} µs/msg"),
+            format!(
+                "audit overhead per resolve {overhead_us:.1} µs = {:.2} × JetStream's (goal ≤ 1.1)",
+                overhead_us / jetstream_us
+            ),
+        ),
+    );
+    summary(
+        "resolve audit overhead ÷ JetStream's own cost per message",
+        overhead_us / jetstream_us,
+        "≤ 1.1",
+    );
 
+    if only_table {
+        print_table(&rows);
+        return;
+    }
     let server = InProcess::start(q.db.url.clone(), settings(false, true)).await;
     let cold = load(server.addr, &resolve_path, None, PHASE, None).await;
     server.stop().await;
@@ -203,6 +242,55 @@ async fn run() {
     stack_latency(&mut rows).await;
 
     print_table(&rows);
+}
+
+/// One line `scripts/bench` collects into the system's table: `BENCH|measure|now|goal`.
+fn summary(measure: &str, now: f64, goal: &str) {
+    println!("BENCH|{measure}|{now:.2}|{goal}");
+}
+
+/// Audit messages per second JetStream acknowledges from a publisher that does nothing else:
+/// the resolve's own messages (same fields, same size), published as the audit publisher does
+/// (batches of 512, each with its `Nats-Msg-Id`, acks awaited together).
+async fn jetstream_alone(url: &str, duration: Duration) -> f64 {
+    use async_nats::jetstream::{self, message::PublishMessage};
+    use query_api::audit::{AuditEvent, Format, Outcome, SUBJECT};
+
+    let client = async_nats::connect(url).await.expect("nats");
+    let js = jetstream::new(client);
+    let started = Instant::now();
+    let mut acked = 0u64;
+    while started.elapsed() < duration {
+        let mut acks = Vec::with_capacity(512);
+        for _ in 0..512 {
+            let mut event = AuditEvent::new(
+                Outcome::Ok,
+                Format::Json,
+                "127.0.0.1".parse().expect("ip"),
+                chrono::Utc::now(),
+            )
+            .user_agent(Some("query-bench"))
+            .target(
+                Some("mslink_8c4e2a9f1b73"),
+                Some("track"),
+                Some("mtrack_b4d9e1c6a72f"),
+            );
+            event.trace_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+            let payload = serde_json::to_vec(&event).expect("json");
+            let message = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(event.event_id.to_string());
+            acks.push(js.send_publish(SUBJECT, message).await.expect("publish"));
+        }
+        for ack in
+            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await
+        {
+            ack.expect("ack");
+            acked += 1;
+        }
+    }
+    acked as f64 / started.elapsed().as_secs_f64()
 }
 
 fn print_table(rows: &[Row]) {
