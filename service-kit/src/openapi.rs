@@ -249,10 +249,11 @@ pub fn assert_lists_exactly(document: &Value, routes: &[(&str, &str)]) {
     assert_eq!(operations(document), sorted_routes(&all));
 }
 
-/// Panics unless exactly the operations of `routes` for which `authenticated(path)` holds name a
-/// security requirement (the shared routes are public), and every response of each names its
-/// `X-Request-Id`.
-pub fn assert_security(document: &Value, routes: &[(&str, &str)], authenticated: fn(&str) -> bool) {
+/// Panics unless `document` lists exactly `routes` (with [`SHARED_ROUTES`]), exactly those for
+/// which `authenticated(path)` holds name a security requirement (the shared routes are
+/// public), and every response of each names its `X-Request-Id`.
+pub fn assert_routes(document: &Value, routes: &[(&str, &str)], authenticated: fn(&str) -> bool) {
+    assert_lists_exactly(document, routes);
     for &(method, path) in routes.iter().chain(SHARED_ROUTES) {
         let operation = &document["paths"][path][method];
         let expected = authenticated(path) && !SHARED_ROUTES.contains(&(method, path));
