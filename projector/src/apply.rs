@@ -17,6 +17,16 @@
 //! - creations are written before changes, which is only right if no change to an id precedes
 //!   its creation in the same write; [`Effects::must_write_before`] tells the caller to write
 //!   what it has first (a creation is its stream's first event, so this is rare to impossible).
+//!
+//! A rebuild's fill writes the same effects another way ([`Writes::Copy`]): the rows these
+//! effects create are finished in memory (the later changes to them folded in, which the
+//! ordering above makes exact) and sent with binary `COPY`; only changes to rows written by
+//! earlier batches become statements. `COPY` cannot skip a row that repeats a key, so effects
+//! that create one key twice are written by statements, and a creation that repeats a row of an
+//! earlier batch fails the `COPY` (a unique violation) and the caller applies the batch again by
+//! statements ([`crate::batch`]). Saves to a library are the exception: repeating one is an
+//! ordinary event (a user saves a track again through another link), so they always go through
+//! `INSERT ... ON CONFLICT DO NOTHING`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -33,7 +43,19 @@ use events::share_token::TokenHash;
 use events::{MusicEvent, Position};
 use sqlx::{PgConnection, Row};
 
+use crate::copy::CopyRows;
 use crate::decode::{Decoded, Unprojectable};
+
+/// How [`Effects::write`] puts the rows in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// Set-based statements (`INSERT ... ON CONFLICT DO NOTHING`, `UPDATE ... FROM UNNEST`):
+    /// the reference, for the live projector and whatever the fill cannot take.
+    Statements,
+    /// New rows finished in memory and sent with binary `COPY`; fails with a unique violation if
+    /// one repeats a row already written (then apply the same events with `Statements`).
+    Copy,
+}
 
 /// The effects of consecutive events, gathered in log order before any SQL runs.
 #[derive(Default)]
@@ -123,6 +145,30 @@ impl Stamps {
             self.at.push(at);
         }
     }
+
+    /// The stamp of each of `created` (`None` if it has none), and the stamps of every other
+    /// id, for the rows already written (only to be written: `seen` is left empty).
+    fn split_off(self, created: &[&str]) -> (Vec<Option<DateTime<Utc>>>, Stamps) {
+        let created_ids: HashSet<&str> = created.iter().copied().collect();
+        let mut own = HashMap::new();
+        let mut rest = Stamps::default();
+        for (id, at) in self.ids.into_iter().zip(self.at) {
+            if created_ids.contains(id.as_str()) {
+                own.insert(id, at);
+            } else {
+                rest.ids.push(id);
+                rest.at.push(at);
+            }
+        }
+        let stamps = created.iter().map(|id| own.get(*id).copied()).collect();
+        (stamps, rest)
+    }
+}
+
+/// Whether some id in `ids` comes twice.
+fn repeats<'a>(ids: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen = HashSet::new();
+    ids.into_iter().any(|id| !seen.insert(id))
 }
 
 impl Effects {
@@ -312,7 +358,97 @@ impl Effects {
 
     /// Applies the effects in the transaction's schema: creations first, then stamps and
     /// membership. Returns what changed, for the notice.
-    pub async fn write(self, conn: &mut PgConnection) -> Result<Changed, sqlx::Error> {
+    pub async fn write(self, conn: &mut PgConnection, how: Writes) -> Result<Changed, sqlx::Error> {
+        match how {
+            Writes::Copy if !self.creates_a_key_twice() => self.write_copy(conn).await,
+            _ => self.write_statements(conn).await,
+        }
+    }
+
+    /// Whether two creations here share a key (first wins: only statements can say so).
+    fn creates_a_key_twice(&self) -> bool {
+        repeats(self.tracks.iter().map(|r| r.event.track_id.as_str()))
+            || repeats(
+                self.collections
+                    .iter()
+                    .map(|r| r.event.collection_id.as_str()),
+            )
+            || repeats(self.shares.iter().map(|r| r.event.share_id.as_str()))
+            || repeats(self.shares.iter().map(|r| r.event.token_hash.as_str()))
+    }
+
+    /// [`Writes::Copy`]: the rows created here with every later change to them folded in (the
+    /// first stamp, the last membership change, the merged settings), in one `COPY` per table;
+    /// then the changes to older rows as statements, in the same order as
+    /// [`Self::write_statements`].
+    async fn write_copy(self, conn: &mut PgConnection) -> Result<Changed, sqlx::Error> {
+        let Effects {
+            tracks,
+            collections,
+            shares,
+            library,
+            removed_tracks,
+            removed_collections,
+            revoked_shares,
+            mut share_updates,
+            mut collection_updated,
+            membership,
+            mut changed,
+            events: _,
+        } = self;
+
+        let ids = strs(&tracks, |r| r.event.track_id.as_str());
+        let (track_removed, removed_tracks) = removed_tracks.split_off(&ids);
+        copy_tracks(conn, &tracks, &track_removed).await?;
+
+        let ids = strs(&collections, |r| r.event.collection_id.as_str());
+        let (collection_removed, removed_collections) = removed_collections.split_off(&ids);
+        let collection_touched: Vec<Option<DateTime<Utc>>> = ids
+            .iter()
+            .map(|id| collection_updated.remove(*id))
+            .collect();
+        copy_collections(conn, &collections, &collection_removed, &collection_touched).await?;
+
+        let ids = strs(&shares, |r| r.event.share_id.as_str());
+        let (share_revoked, revoked_shares) = revoked_shares.split_off(&ids);
+        let share_changed: Vec<Option<ShareUpdate>> =
+            ids.iter().map(|id| share_updates.remove(*id)).collect();
+        for (share, update) in shares.iter().zip(&share_changed) {
+            if update.as_ref().is_some_and(|u| u.token_hash.is_some()) {
+                // What the statements' path reads back as retired.
+                changed
+                    .token_hashes
+                    .insert(share.event.token_hash.as_str().to_owned());
+            }
+        }
+        copy_shares(conn, &shares, &share_revoked, &share_changed).await?;
+
+        insert_library_items(conn, &library).await?;
+        stamp(conn, "tracks", "track_id", "removed_at", &removed_tracks).await?;
+        stamp(
+            conn,
+            "collections",
+            "collection_id",
+            "removed_at",
+            &removed_collections,
+        )
+        .await?;
+        stamp(
+            conn,
+            "share_links",
+            "share_id",
+            "revoked_at",
+            &revoked_shares,
+        )
+        .await?;
+        update_shares(conn, &share_updates, &mut changed).await?;
+        touch_collections(conn, &collection_updated).await?;
+        write_membership(conn, membership, Writes::Copy).await?;
+        Ok(changed)
+    }
+
+    /// [`Writes::Statements`].
+    async fn write_statements(self, conn: &mut PgConnection) -> Result<Changed, sqlx::Error> {
         insert_tracks(conn, &self.tracks).await?;
         insert_collections(conn, &self.collections).await?;
         insert_shares(conn, &self.shares).await?;
@@ -344,7 +480,7 @@ impl Effects {
         let mut changed = self.changed;
         update_shares(conn, &self.share_updates, &mut changed).await?;
         touch_collections(conn, &self.collection_updated).await?;
-        write_membership(conn, self.membership).await?;
+        write_membership(conn, self.membership, Writes::Statements).await?;
         Ok(changed)
     }
 }
@@ -547,6 +683,138 @@ async fn insert_shares(conn: &mut PgConnection, rows: &[NewShare]) -> Result<(),
     .map(drop)
 }
 
+/// [`Writes::Copy`] of new tracks, each with its removal stamp, if any.
+async fn copy_tracks(
+    conn: &mut PgConnection,
+    rows: &[NewTrack],
+    removed: &[Option<DateTime<Utc>>],
+) -> Result<(), sqlx::Error> {
+    let mut copy = CopyRows::new(17);
+    for (r, removed) in rows.iter().zip(removed) {
+        let (e, licence) = (&r.event, &r.licence);
+        copy.row()
+            .text(e.track_id.as_str())
+            .text(e.organization_id.as_str())
+            .text(e.owner_id.as_str())
+            .text(&e.title)
+            .text(&e.engine)
+            .text(&e.mode)
+            .bigint(i64::try_from(e.measured_duration_ms).unwrap_or(i64::MAX))
+            .bool(e.instrumental)
+            .text(licence.licence_class.as_str())
+            .text(&licence.licence_version)
+            .bool(licence.commercial_use)
+            .bool(licence.requires_attribution)
+            .text(&e.media.sha256)
+            .text(&e.media.content_type)
+            .bigint(i64::try_from(e.media.bytes).unwrap_or(i64::MAX))
+            .timestamptz(r.at)
+            .opt_timestamptz(*removed);
+    }
+    copy.send(
+        conn,
+        "tracks",
+        "track_id, organization_id, owner_id, title, engine, mode, measured_duration_ms, \
+         instrumental, licence_class, licence_version, commercial_use, requires_attribution, \
+         media_sha256, media_content_type, media_bytes, created_at, removed_at",
+    )
+    .await
+}
+
+/// [`Writes::Copy`] of new collections, each with its removal stamp and last membership change.
+async fn copy_collections(
+    conn: &mut PgConnection,
+    rows: &[NewCollection],
+    removed: &[Option<DateTime<Utc>>],
+    touched: &[Option<DateTime<Utc>>],
+) -> Result<(), sqlx::Error> {
+    let mut copy = CopyRows::new(8);
+    for ((r, removed), touched) in rows.iter().zip(removed).zip(touched) {
+        let e = &r.event;
+        copy.row()
+            .text(e.collection_id.as_str())
+            .text(e.organization_id.as_str())
+            .text(e.owner_id.as_str())
+            .text(&e.name)
+            .opt_text(e.description.as_deref())
+            .timestamptz(r.at)
+            .timestamptz(touched.unwrap_or(r.at))
+            .opt_timestamptz(*removed);
+    }
+    copy.send(
+        conn,
+        "collections",
+        "collection_id, organization_id, owner_id, name, description, created_at, updated_at, \
+         removed_at",
+    )
+    .await
+}
+
+/// [`Writes::Copy`] of new share links, each with its revocation stamp and its settings changes
+/// and rotations merged in (field by field, as [`update_shares`] would set them).
+async fn copy_shares(
+    conn: &mut PgConnection,
+    rows: &[NewShare],
+    revoked: &[Option<DateTime<Utc>>],
+    updates: &[Option<ShareUpdate>],
+) -> Result<(), sqlx::Error> {
+    let views = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let mut copy = CopyRows::new(15);
+    for ((r, revoked), update) in rows.iter().zip(revoked).zip(updates) {
+        let e = &r.event;
+        let created_hash = e.password_hash.as_ref().map(|h| h.as_str());
+        let (token_hash, visibility, expires_at, max_views, password_hash, label, updated_at) =
+            match update {
+                None => (
+                    e.token_hash.as_str(),
+                    e.visibility.as_str(),
+                    e.expires_at,
+                    views(e.max_views),
+                    created_hash,
+                    e.label.as_deref(),
+                    Some(r.at),
+                ),
+                Some(u) => (
+                    u.token_hash.as_deref().unwrap_or(e.token_hash.as_str()),
+                    u.visibility.unwrap_or(e.visibility.as_str()),
+                    u.expires_at.unwrap_or(e.expires_at),
+                    views(u.max_views.unwrap_or(e.max_views)),
+                    u.password_hash
+                        .as_ref()
+                        .map_or(created_hash, |h| h.as_deref()),
+                    u.label
+                        .as_ref()
+                        .map_or(e.label.as_deref(), |l| l.as_deref()),
+                    u.updated_at,
+                ),
+            };
+        copy.row()
+            .text(token_hash)
+            .text(e.share_id.as_str())
+            .text(e.target_type.as_str())
+            .text(&e.target_id)
+            .text(e.organization_id.as_str())
+            .text(e.owner_id.as_str())
+            .text(visibility)
+            .opt_timestamptz(expires_at)
+            .opt_int(max_views)
+            .timestamptz(r.at)
+            .opt_timestamptz(*revoked)
+            .bigint(i64::try_from(r.position).unwrap_or(i64::MAX))
+            .opt_text(password_hash)
+            .opt_text(label)
+            .opt_timestamptz(updated_at);
+    }
+    copy.send(
+        conn,
+        "share_links",
+        "token_hash, share_id, target_type, target_id, organization_id, owner_id, visibility, \
+         expires_at, max_views, created_at, revoked_at, created_position, password_hash, label, \
+         updated_at",
+    )
+    .await
+}
+
 /// Applies the merged settings changes and rotations. The hashes a rotation retires are read
 /// first, so the notice names them: a query instance may have cached the old token's record.
 async fn update_shares(
@@ -733,6 +1001,7 @@ impl Members {
 async fn write_membership(
     conn: &mut PgConnection,
     changes: HashMap<String, Vec<Membership>>,
+    how: Writes,
 ) -> Result<(), sqlx::Error> {
     if changes.is_empty() {
         return Ok(());
@@ -795,8 +1064,24 @@ async fn write_membership(
         .execute(&mut *conn)
         .await?;
     }
-    if !new_ids.is_empty() {
-        sqlx::query(
+    if new_ids.is_empty() {
+        return Ok(());
+    }
+    match how {
+        // The positions written were free or were just deleted: a plain append.
+        Writes::Copy => {
+            let mut copy = CopyRows::new(3);
+            for ((id, position), track) in new_ids.iter().zip(&new_positions).zip(&new_tracks) {
+                copy.row().text(id).int(*position).text(track);
+            }
+            copy.send(
+                conn,
+                "collection_tracks",
+                "collection_id, position, track_id",
+            )
+            .await
+        }
+        Writes::Statements => sqlx::query(
             "INSERT INTO collection_tracks (collection_id, position, track_id) \
              SELECT * FROM UNNEST($1::text[], $2::int[], $3::text[])",
         )
@@ -804,9 +1089,9 @@ async fn write_membership(
         .bind(&new_positions)
         .bind(&new_tracks)
         .execute(&mut *conn)
-        .await?;
+        .await
+        .map(drop),
     }
-    Ok(())
 }
 
 fn position(index: usize) -> i32 {

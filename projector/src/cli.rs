@@ -87,8 +87,9 @@ pub enum Command {
         /// Discard an interrupted rebuild and start from the first event.
         #[arg(long)]
         fresh: bool,
-        /// Events per batch (one transaction each).
-        #[arg(long, env = "PROJECTOR_REBUILD_BATCH_SIZE", default_value_t = 10_000,
+        /// Events per batch: one page read from the log, one transaction. Large, so that most
+        /// changes land in the batch that created their row and are folded in before its COPY.
+        #[arg(long, env = "PROJECTOR_REBUILD_BATCH_SIZE", default_value_t = 50_000,
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         rebuild_batch_size: u32,
     },

@@ -8,7 +8,8 @@
 //! writes must stay a pure function of the log: `rebuild` reproduces them exactly.
 //!
 //! - [`subscription`]: the catch-up loop that keeps `read_model` current;
-//! - [`decode`], [`apply`], [`batch`]: from stored events to one transaction of set-based SQL;
+//! - [`decode`], [`apply`], [`batch`]: from stored events to one transaction of set-based SQL
+//!   (or, for a rebuild's fill, of binary [`copy`]);
 //! - [`notices`]: change notices and heartbeats;
 //! - [`rebuild`], [`replay`], [`status`]: the operator commands;
 //! - [`analytics`]: a second fold, of the audit stream into per-link statistics (schema
@@ -18,6 +19,7 @@ pub mod analytics;
 pub mod apply;
 pub mod batch;
 pub mod cli;
+pub mod copy;
 pub mod decode;
 pub mod notices;
 pub mod rebuild;

@@ -1,11 +1,15 @@
 //! `projector rebuild`: every read model again from the first event, beside the live ones,
 //! then swapped in with no downtime for readers.
 //!
-//! The rebuild fills `read_model_rebuild` with the same batch code as the live projector (larger
-//! batches, reading the next batch while the current one is written, and without the indexes
-//! only readers need, which are built once at the end). Its checkpoint lives in
-//! that schema, so a rebuild that is killed resumes where it stopped when run again (`--fresh`
-//! starts over). Once caught up it swaps, in one transaction holding both schemas' locks,
+//! The rebuild fills `read_model_rebuild` with the same effects code as the live projector, made
+//! for bulk: larger batches, the next batch read and decoded while the current one is written,
+//! new rows sent with binary `COPY` ([`crate::apply::Writes::Copy`]), no indexes but the unique
+//! ones while it fills (the others are built once at the end), and unlogged tables (no WAL for
+//! every change of the fill; the finished tables are made logged, in bulk, before the swap).
+//! Its checkpoint lives in that schema, so a rebuild that is killed resumes where it stopped
+//! when run again (`--fresh` starts over); a database crash empties unlogged tables, checkpoint
+//! included, and the next run starts over. The live read models are never touched until the
+//! swap. Once caught up it swaps, in one transaction holding both schemas' locks,
 //! `read_model` → `read_model_retired` and `read_model_rebuild` → `read_model`, provided its
 //! checkpoint is at least the live one (so readers never go back in the log); otherwise it
 //! catches up again. Readers' queries name `read_model.*`, so they simply start reading the new
@@ -83,12 +87,21 @@ pub async fn run(
     if settings.fresh {
         drop_schema(pool, REBUILD).await?;
     }
-    if !schema::exists(pool, REBUILD).await? {
-        let mut conn = pool.acquire().await?;
-        migrations::create_read_model(&mut conn, REBUILD).await?;
-    }
+    let resumed_from = match schema::read_checkpoint(pool, REBUILD).await? {
+        Some(position) => position,
+        None => {
+            if schema::exists(pool, REBUILD).await? {
+                // Unlogged tables come back empty after a database crash, the checkpoint with
+                // the rest: nothing to resume.
+                tracing::warn!("the interrupted rebuild's tables were emptied; starting over");
+                drop_schema(pool, REBUILD).await?;
+            }
+            migrations::create_read_model(&mut *pool.acquire().await?, REBUILD).await?;
+            set_persistence(pool, REBUILD, Persistence::Unlogged).await?;
+            0
+        }
+    };
     drop_lookup_indexes(pool, REBUILD).await?;
-    let resumed_from = schema::read_checkpoint(pool, REBUILD).await?.unwrap_or(0);
     let head = store.head().await?;
     tracing::info!(resumed_from, head, "rebuilding the read models");
     let bar = progress_bar(settings.progress, "", "", head, resumed_from);
@@ -125,9 +138,10 @@ pub async fn run(
                 }
             }
         }
-        // The reader found the end of the log: index, then swap if the live tables are not
-        // ahead.
+        // The reader found the end of the log: make the tables crash-safe, index, then swap if
+        // the live tables are not ahead.
         bar.set_message("indexing");
+        set_persistence(pool, REBUILD, Persistence::Logged).await?;
         {
             let mut conn = pool.acquire().await?;
             migrations::create_read_model(&mut conn, REBUILD).await?;
@@ -231,6 +245,46 @@ async fn swap(pool: &PgPool, rebuilt: Position) -> Result<Swap, sqlx::Error> {
     .await?;
     tx.commit().await?;
     Ok(Swap::Done)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Persistence {
+    /// Written without WAL: far cheaper to fill, but emptied by a database crash.
+    Unlogged,
+    /// Like every other table: what the live read models must be.
+    Logged,
+}
+
+/// Makes every table of `schema` logged or unlogged, all in one transaction, so that a crash can
+/// never leave the checkpoint logged and the rows it counts unlogged (or the reverse). Making
+/// them logged writes each table to the WAL once, in bulk, instead of every change of the fill.
+async fn set_persistence(
+    pool: &PgPool,
+    schema: &str,
+    persistence: Persistence,
+) -> Result<(), sqlx::Error> {
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = $1")
+            .bind(schema)
+            .fetch_all(pool)
+            .await?;
+    let to = match persistence {
+        Persistence::Unlogged => "UNLOGGED",
+        Persistence::Logged => "LOGGED",
+    };
+    let statements: String = tables
+        .iter()
+        .map(|table| {
+            format!(
+                "ALTER TABLE {}.{} SET {to};",
+                quote_ident(schema),
+                quote_ident(table)
+            )
+        })
+        .collect();
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(&statements).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 /// Drops the indexes of `schema` that only readers use (those that are not unique: the unique
