@@ -59,9 +59,9 @@ pub struct Settings {
     pub media_dir: PathBuf,
     /// The largest audio file accepted.
     pub max_upload_bytes: u64,
-    /// The event log is in the command side's own PostgreSQL database, so an append's commit
-    /// also makes the command side's earlier writes durable (see `shares::index_token`).
-    pub index_flushed_by_append: bool,
+    /// The event log is in the command side's own PostgreSQL database, so the token index row
+    /// is written by the append's own statement (see `shares::index_token`).
+    pub index_in_append: bool,
 }
 
 impl FromRef<AppState> for ApiKeys {

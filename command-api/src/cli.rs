@@ -109,7 +109,7 @@ async fn serve(
         public_base_url: args.public_base_url.trim_end_matches('/').to_owned(),
         media_dir: args.media_dir,
         max_upload_bytes: args.max_upload_bytes,
-        index_flushed_by_append: matches!(backend, events::store::Backend::Postgres),
+        index_in_append: matches!(backend, events::store::Backend::Postgres),
     };
     let app = App::start(settings, pool, store, projector).await?;
     server::run(&args.addr, "command-api", app.router()).await?;

@@ -147,6 +147,7 @@ pub async fn create(
                 stream,
                 expected: ExpectedVersion::NoStream,
                 events,
+                claim: None,
                 answer: collection,
             })
         })

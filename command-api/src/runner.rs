@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{SubsecRound, Utc};
 use events::ids::UserId;
 use events::{
-    EventMetadata, EventStore, ExpectedVersion, MusicEvent, NewEvent, Position, StoreError,
+    Claim, EventMetadata, EventStore, ExpectedVersion, MusicEvent, NewEvent, Position, StoreError,
     StreamId,
 };
 use service_kit::auth::Caller;
@@ -44,11 +44,15 @@ impl History {
 }
 
 /// What one attempt decided: append `events` to `stream` if it is still at `expected` (nothing
-/// to append: nothing to change), then answer `answer`.
+/// to append: nothing to change), with `claim` written in the same transaction if there is one,
+/// then answer `answer`.
 pub struct Decision<T> {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<MusicEvent>,
+    /// A row of the command side's own index that must be new (see [`Claim`]); it rides with
+    /// `events`, so an attempt that appends nothing writes none.
+    pub claim: Option<Claim>,
     pub answer: T,
 }
 
@@ -76,7 +80,7 @@ impl From<Rejection> for Attempt {
 impl From<StoreError> for Attempt {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { .. } => Attempt::Conflict,
+            StoreError::Conflict { .. } | StoreError::ClaimTaken { .. } => Attempt::Conflict,
             other => Attempt::Failed(other.into()),
         }
     }
@@ -147,6 +151,7 @@ impl Runner {
                     stream: stream.clone(),
                     expected: history.expected(),
                     events,
+                    claim: None,
                     answer,
                 })
             })
@@ -227,10 +232,18 @@ impl Runner {
             .iter()
             .map(|e| NewEvent::new(e, &ctx.meta))
             .collect();
-        let outcome = self
-            .store
-            .append(&decision.stream, decision.expected, new)
-            .await?;
+        let outcome = match decision.claim {
+            Some(claim) => {
+                self.store
+                    .append_claiming(&decision.stream, decision.expected, new, claim)
+                    .await?
+            }
+            None => {
+                self.store
+                    .append(&decision.stream, decision.expected, new)
+                    .await?
+            }
+        };
         for event in &decision.events {
             metrics::counter!("events_appended_total", "type" => event.event_type()).increment(1);
         }
@@ -416,6 +429,7 @@ mod tests {
                     stream: stream_ref.clone(),
                     expected: ExpectedVersion::after(version),
                     events: vec![revoked()],
+                    claim: None,
                     answer: round,
                 })
             })
@@ -430,6 +444,7 @@ mod tests {
                     stream: StreamId::new("share-mslink_000000000055"),
                     expected: ExpectedVersion::NoStream,
                     events: vec![revoked()],
+                    claim: None,
                     answer: (),
                 })
             })

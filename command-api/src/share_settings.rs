@@ -32,7 +32,7 @@ use crate::domain::share::{
     self, positive_integer_up_to_max_views, ShareCommand, ShareLink, ShareSettingsRequest,
 };
 use crate::params::{docs, path_id, PathParams};
-use crate::runner::{Attempt, CommandContext, Decision};
+use crate::runner::{CommandContext, Decision};
 use crate::shares::{self, ShareLinkObject};
 
 /// A share link's settings as they are after the change (never its token).
@@ -208,14 +208,12 @@ pub async fn rotate(
                 .iter()
                 .fold(before, share::evolve)
                 .ok_or_else(|| ApiError::internal("a rotated link without its stream"))?;
-            let flushed = state_ref.settings.index_flushed_by_append;
-            if !shares::index_token(&state_ref.pool, flushed, &token, id_ref).await? {
-                return Err(Attempt::Conflict);
-            }
+            let claim = shares::index_token(state_ref, &token, id_ref).await?;
             Ok(Decision {
                 stream,
                 expected: history.expected(),
                 events,
+                claim,
                 answer: (after, token),
             })
         })

@@ -2,9 +2,11 @@
 //!
 //! A share's stream is `share-{id}`. The raw token comes from the OS CSPRNG and leaves this
 //! process exactly once, in the `201` body; `ShareCreated` and the token index carry only its
-//! SHA-256. The index row (`command_side.share_tokens`) is written *before* the event: if the
-//! append then fails, the row points at an empty stream, which every reader takes as "no such
-//! share"; the other order could leave a live share that no token finds.
+//! SHA-256. The index row (`command_side.share_tokens`) never comes after the event. With the
+//! PostgreSQL event store it is written by the append's own statement (an [`events::Claim`]), so
+//! the row and `ShareCreated` commit together; with another store it is written just before the
+//! event: if the append then fails, the row points at an empty stream, which every reader takes
+//! as "no such share". The other order could leave a live share that no token finds.
 
 use axum::extract::State;
 use axum::http::header::CACHE_CONTROL;
@@ -16,7 +18,7 @@ use events::format::rfc3339;
 use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use events::password::{PasswordHash, SharePassword};
 use events::share_token::ShareToken;
-use events::{ExpectedVersion, StreamId};
+use events::{Claim, ExpectedVersion, StreamId};
 use serde::Serialize;
 use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
@@ -194,20 +196,12 @@ async fn create(
             let events = share::decide(&None, ShareCommand::Create(command), decider)?;
             let link = share::from_history(&ctx_ref.recorded(&events))
                 .ok_or_else(|| ApiError::internal("a share decided without ShareCreated"))?;
-            if !index_token(
-                &state.pool,
-                state.settings.index_flushed_by_append,
-                &token,
-                &share_id,
-            )
-            .await?
-            {
-                return Err(Attempt::Conflict);
-            }
+            let claim = index_token(state, &token, &share_id).await?;
             Ok(Decision {
                 stream: StreamId::share(&share_id),
                 expected: ExpectedVersion::NoStream,
                 events,
+                claim,
                 answer: (link, token),
             })
         })
@@ -254,38 +248,46 @@ pub fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> Sha
     }
 }
 
-/// Records which share a token's hash belongs to. `false` if the hash is taken (astronomically
-/// unlikely): the caller retries with a new token. A share id drawn twice is caught by its
-/// stream's `ExpectedVersion::NoStream` instead; since a rotation adds a row per token, one
-/// share may have several rows, and its stream says which token is current.
+/// Inserts a batch of token index rows for the event store (see [`Claim`]): hashes `$1`, shares
+/// `$2`.
+const INDEX_TOKENS: &str = "INSERT INTO command_side.share_tokens (token_hash, share_id) \
+     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING \
+     RETURNING token_hash, share_id";
+
+/// Records which share a token's hash belongs to, before or with the append that makes the token
+/// the share's. A hash already taken (astronomically unlikely) is a conflict either way: the
+/// attempt is made again with a new token. A share id drawn twice is caught by its stream's
+/// `ExpectedVersion::NoStream` instead; since a rotation adds a row per token, one share may have
+/// several rows, and its stream says which token is current.
 ///
-/// When the event log lives in this same PostgreSQL database, the row is committed without
-/// waiting for its own WAL flush: the `ShareCreated` append that follows commits synchronously,
-/// and flushing the WAL up to that commit flushes this row too, so a share whose event is durable
-/// always has its row. That halves the fsyncs a share costs. With another event store the row is
-/// flushed on its own.
+/// When the event log lives in this same PostgreSQL database, the answer is the [`Claim`] the
+/// append writes in its own statement: no round trip and no commit of its own. With another
+/// event store the row is written (and flushed) here, and the answer is `None`.
 pub async fn index_token(
-    pool: &PgPool,
-    flushed_by_append: bool,
+    state: &AppState,
     token: &ShareToken,
     share_id: &ShareLinkId,
-) -> Result<bool, sqlx::Error> {
-    // One statement, so one round trip: `set_config(.., true)` lasts until the end of the
-    // statement's own transaction, i.e. through its commit.
-    let sql = if flushed_by_append {
-        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)) \
-         INSERT INTO command_side.share_tokens (token_hash, share_id) \
-         SELECT $1, $2 FROM relaxed ON CONFLICT DO NOTHING"
-    } else {
+) -> Result<Option<Claim>, Attempt> {
+    if state.settings.index_in_append {
+        return Ok(Some(Claim {
+            insert: INDEX_TOKENS,
+            key: token.hash().as_str().to_owned(),
+            owner: share_id.as_str().to_owned(),
+        }));
+    }
+    let inserted = sqlx::query(
         "INSERT INTO command_side.share_tokens (token_hash, share_id) VALUES ($1, $2) \
-         ON CONFLICT DO NOTHING"
-    };
-    let inserted = sqlx::query(sql)
-        .bind(token.hash().as_str())
-        .bind(share_id.as_str())
-        .execute(pool)
-        .await?;
-    Ok(inserted.rows_affected() == 1)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(token.hash().as_str())
+    .bind(share_id.as_str())
+    .execute(&state.pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        Ok(None)
+    } else {
+        Err(Attempt::Conflict)
+    }
 }
 
 /// The share a token's hash names in the index, if any (the token may be one a rotation

@@ -272,6 +272,7 @@ async fn import_form(
                 stream,
                 expected: ExpectedVersion::NoStream,
                 events,
+                claim: None,
                 answer: track,
             })
         })

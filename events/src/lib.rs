@@ -27,4 +27,4 @@ mod upcast;
 
 pub use envelope::{EventMetadata, NewEvent, RecordedEvent, StreamId};
 pub use event::{DecodeError, MusicEvent};
-pub use store::{AppendOutcome, EventStore, ExpectedVersion, Position, StoreError};
+pub use store::{AppendOutcome, Claim, EventStore, ExpectedVersion, Position, StoreError};

@@ -8,6 +8,9 @@
 //! - the global log is read in [`Position`] order, and a reader that has seen position N never
 //!   later finds an event below N appear (readers may keep a checkpoint and trust it);
 //! - wake-ups are only a hint that something was committed; readers still poll.
+//!
+//! The PostgreSQL backend also takes a [`Claim`] with an append: a row of its caller's own
+//! unique index written in the append's transaction (see [`EventStore::append_claiming`]).
 
 use std::sync::Arc;
 
@@ -100,6 +103,28 @@ pub enum StoreError {
     /// Anything else the backend reported.
     #[error("event store error: {0}")]
     Backend(String),
+    /// The append's [`Claim`] names a key that is already taken; nothing was appended. Decide
+    /// again with a new key.
+    #[error("the key claimed with an append to {stream} is already taken")]
+    ClaimTaken { stream: StreamId },
+}
+
+/// A row of the caller's own unique index (a share token's hash → its share) that an append
+/// writes in its own transaction, so that the row and the events are committed together, in one
+/// statement. The append is made only if the row is new: a taken key is
+/// [`StoreError::ClaimTaken`] and appends nothing. A row whose append is refused for a stale
+/// version stays, as a row written before a failed append would (the caller's index must
+/// already allow that: its stream does not name the key). The table stays the caller's: the
+/// store runs the caller's `insert` and knows nothing of its columns.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// Inserts the batch's rows, keys `$1` and owners `$2` (two `text[]` of equal length, e.g.
+    /// `SELECT * FROM unnest($1::text[], $2::text[])`), `ON CONFLICT DO NOTHING`, `RETURNING`
+    /// the key and the owner of each row it inserted. Fixed text, so that PostgreSQL prepares
+    /// the statement once per connection.
+    pub insert: &'static str,
+    pub key: String,
+    pub owner: String,
 }
 
 /// An append-only log of streams of events. The one trait in the system that exists before its
@@ -113,6 +138,22 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError>;
+
+    /// [`append`](Self::append), with `claim` written in the same transaction (see [`Claim`]).
+    /// Only a backend that keeps its log in the caller's own PostgreSQL database can; the others
+    /// refuse, and their callers write their index on their own.
+    async fn append_claiming(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claim: Claim,
+    ) -> Result<AppendOutcome, StoreError> {
+        let _ = (stream, expected, events, claim);
+        Err(StoreError::Rejected(
+            "this event store cannot write a claim with an append".to_owned(),
+        ))
+    }
 
     /// Every event of one stream, in stream order. An absent stream is empty.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError>;

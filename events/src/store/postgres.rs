@@ -15,7 +15,14 @@
 //! call: each request is still checked and applied on its own (one conflict does not fail its
 //! neighbours), but a batch shares one lock and one commit. This is group commit, done where the
 //! lock would otherwise prevent PostgreSQL from doing it.
+//!
+//! # Claims
+//! An append may carry a [`Claim`], a row of the caller's own unique index. The batch's claims
+//! are inserted by the same statement that calls `append_batch` (a data-modifying CTE ahead of
+//! it), so a claim costs no round trip and no commit of its own, and the row and its events
+//! commit together. A request whose row was not inserted (its key was taken) appends nothing.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,7 +33,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use super::{validate, AppendOutcome, EventStore, ExpectedVersion, Position, StoreError};
+use super::{validate, AppendOutcome, Claim, EventStore, ExpectedVersion, Position, StoreError};
 use crate::envelope::{NewEvent, RecordedEvent, StreamId};
 
 /// The channel `append_batch` notifies with the new head position.
@@ -38,8 +45,16 @@ const QUEUE_DEPTH: usize = 4096;
 /// that the lock is never held for long.
 const MAX_BATCH: usize = 256;
 
-const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
-     schema_version, occurred_at, actor, trace_id, payload";
+/// The columns every read selects, as a macro so the queries' text is fixed at compile time.
+macro_rules! event_columns {
+    () => {
+        "global_position, stream_id, stream_version, event_id, event_type, schema_version, \
+         occurred_at, actor, trace_id, payload"
+    };
+}
+
+/// The results of `append_batch`, one row per request in request order.
+const APPEND_RESULTS: &str = "out_request, out_ok, out_claim_taken, out_version, out_position";
 
 pub struct PostgresEventStore {
     pool: PgPool,
@@ -51,6 +66,7 @@ struct PendingAppend {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
+    claim: Option<Claim>,
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
@@ -68,13 +84,14 @@ impl PostgresEventStore {
     }
 }
 
-#[async_trait]
-impl EventStore for PostgresEventStore {
-    async fn append(
+impl PostgresEventStore {
+    /// Queues an append for the appender task and waits for its answer.
+    async fn queue(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        claim: Option<Claim>,
     ) -> Result<AppendOutcome, StoreError> {
         validate(stream, expected, &events)?;
         let (reply, answer) = oneshot::channel();
@@ -82,6 +99,7 @@ impl EventStore for PostgresEventStore {
             stream: stream.clone(),
             expected,
             events,
+            claim,
             reply,
         };
         self.appends
@@ -92,10 +110,36 @@ impl EventStore for PostgresEventStore {
             .await
             .map_err(|_| StoreError::Unavailable("the append task has stopped".to_owned()))?
     }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.queue(stream, expected, events, None).await
+    }
+
+    async fn append_claiming(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        claim: Claim,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.queue(stream, expected, events, Some(claim)).await
+    }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM event_store.events WHERE stream_id = $1 ORDER BY stream_version");
-        let rows = sqlx::query(&sql)
+        const SQL: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM event_store.events WHERE stream_id = $1 ORDER BY stream_version"
+        );
+        let rows = sqlx::query(SQL)
             .bind(stream.as_str())
             .fetch_all(&self.pool)
             .await
@@ -108,10 +152,12 @@ impl EventStore for PostgresEventStore {
         after: Position,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM event_store.events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
+        const SQL: &str = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM event_store.events WHERE global_position > $1 ORDER BY global_position LIMIT $2"
         );
-        let rows = sqlx::query(&sql)
+        let rows = sqlx::query(SQL)
             .bind(to_i64(after)?)
             .bind(i64::try_from(max).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
@@ -137,16 +183,27 @@ impl EventStore for PostgresEventStore {
 
 /// The one task that writes: collects whatever appends are waiting and commits them together.
 async fn run_appender(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>) {
+    let mut statements = Statements::default();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        match append_batch(&pool, &batch).await {
+    // Appends whose claim needs another statement than the batch's: they go first next round.
+    let mut deferred = Vec::new();
+    loop {
+        if deferred.is_empty() {
+            if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            std::mem::swap(&mut batch, &mut deferred);
+        }
+        defer_other_claims(&mut batch, &mut deferred);
+        match append_batch(&pool, &mut statements, &batch).await {
             Ok(results) => reply_all(batch.drain(..), results),
             Err(e) if batch.len() > 1 && !is_unavailable(&e) => {
                 // One request can poison a batch (say, a payload PostgreSQL refuses). Retry each
                 // on its own so only that one fails.
                 for pending in batch.drain(..) {
                     let one = std::slice::from_ref(&pending);
-                    let result = match append_batch(&pool, one).await {
+                    let result = match append_batch(&pool, &mut statements, one).await {
                         Ok(mut results) => results.pop().unwrap_or_else(|| Err(missing_result())),
                         Err(e) => Err(store_error(e)),
                     };
@@ -169,6 +226,55 @@ async fn run_appender(pool: PgPool, mut queue: mpsc::Receiver<PendingAppend>) {
     }
 }
 
+/// One statement inserts the claims of one `insert`: moves the appends that claim with another
+/// (none today: every claim is a share token's) from `batch` to `deferred`.
+fn defer_other_claims(batch: &mut Vec<PendingAppend>, deferred: &mut Vec<PendingAppend>) {
+    let Some(insert) = batch
+        .iter()
+        .find_map(|p| p.claim.as_ref().map(|c| c.insert))
+    else {
+        return;
+    };
+    let other = |p: &PendingAppend| p.claim.as_ref().is_some_and(|c| c.insert != insert);
+    if batch.iter().any(other) {
+        let (others, same): (Vec<_>, Vec<_>) = batch.drain(..).partition(other);
+        *batch = same;
+        *deferred = others;
+    }
+}
+
+/// The text of the statement that appends a batch whose claims use `insert`, composed once per
+/// `insert` and then the same string every time, so each connection prepares it once.
+#[derive(Default)]
+struct Statements {
+    claiming: HashMap<&'static str, String>,
+}
+
+impl Statements {
+    /// A batch without claims.
+    const PLAIN: &'static str = "SELECT out_request, out_ok, out_claim_taken, out_version, \
+         out_position FROM event_store.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+    /// A batch with claims: `$1`/`$2` the claims' keys and owners (what `insert` inserts), `$3`
+    /// to `$12` as in [`Self::PLAIN`], `$13` the request each claim belongs to. `refused` names
+    /// the requests whose row `insert` did not insert, for `append_batch` to refuse; the CTE
+    /// runs before the function is called (its argument needs it), so before the append lock.
+    fn claiming(&mut self, insert: &'static str) -> &str {
+        self.claiming.entry(insert).or_insert_with(|| {
+            format!(
+                "WITH claimed(key, owner) AS ({insert}), \
+                 refused AS ( \
+                   SELECT coalesce(array_agg(c.request), '{{}}') AS requests \
+                     FROM unnest($13::integer[], $1::text[], $2::text[]) AS c(request, key, owner) \
+                    WHERE NOT EXISTS \
+                      (SELECT 1 FROM claimed k WHERE k.key = c.key AND k.owner = c.owner)) \
+                 SELECT {APPEND_RESULTS} FROM refused, event_store.append_batch( \
+                   $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, refused.requests)"
+            )
+        })
+    }
+}
+
 fn reply_all(
     batch: impl Iterator<Item = PendingAppend>,
     results: Vec<Result<AppendOutcome, StoreError>>,
@@ -184,9 +290,12 @@ fn missing_result() -> StoreError {
     StoreError::Backend("append_batch returned fewer results than requests".to_owned())
 }
 
-/// One call of `event_store.append_batch`: one transaction, one lock, one commit.
+/// One call of `event_store.append_batch`, with the batch's claims inserted by the same
+/// statement: one round trip, one transaction, one lock, one commit. The claims of a batch all
+/// use one `insert` (see [`defer_other_claims`]).
 async fn append_batch(
     pool: &PgPool,
+    statements: &mut Statements,
     batch: &[PendingAppend],
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, sqlx::Error> {
     let mut req_streams = Vec::with_capacity(batch.len());
@@ -200,7 +309,12 @@ async fn append_batch(
     let mut ev_actors = Vec::with_capacity(total);
     let mut ev_trace_ids = Vec::with_capacity(total);
     let mut ev_payloads = Vec::with_capacity(total);
+    let mut claim_insert = None;
+    let mut claim_keys = Vec::new();
+    let mut claim_owners = Vec::new();
+    let mut claim_requests = Vec::new();
     for (i, pending) in batch.iter().enumerate() {
+        let request = i as i32 + 1;
         req_streams.push(pending.stream.as_str());
         req_expected.push(match pending.expected {
             ExpectedVersion::Any => -1i64,
@@ -209,42 +323,59 @@ async fn append_batch(
             ExpectedVersion::Exact(v) => i64::try_from(v).unwrap_or(i64::MAX),
         });
         for e in &pending.events {
-            ev_request.push(i as i32 + 1);
+            ev_request.push(request);
             ev_ids.push(e.event_id);
             ev_types.push(e.event_type.as_str());
             ev_schema_versions.push(e.schema_version);
             ev_occurred_at.push(e.occurred_at);
             ev_actors.push(e.actor.as_str());
             ev_trace_ids.push(e.trace_id.as_str());
-            ev_payloads.push(e.payload.clone());
+            ev_payloads.push(&e.payload);
+        }
+        if let Some(claim) = &pending.claim {
+            claim_insert = Some(claim.insert);
+            claim_keys.push(claim.key.as_str());
+            claim_owners.push(claim.owner.as_str());
+            claim_requests.push(request);
         }
     }
-    let rows = sqlx::query(
-        "SELECT out_request, out_ok, out_version, out_position \
-         FROM event_store.append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&req_streams)
-    .bind(&req_expected)
-    .bind(&ev_request)
-    .bind(&ev_ids)
-    .bind(&ev_types)
-    .bind(&ev_schema_versions)
-    .bind(&ev_occurred_at)
-    .bind(&ev_actors)
-    .bind(&ev_trace_ids)
-    .bind(&ev_payloads)
-    .fetch_all(pool)
-    .await?;
+    let query = match claim_insert {
+        None => sqlx::query(Statements::PLAIN),
+        Some(insert) => sqlx::query(statements.claiming(insert))
+            .bind(&claim_keys)
+            .bind(&claim_owners),
+    };
+    let query = query
+        .bind(&req_streams)
+        .bind(&req_expected)
+        .bind(&ev_request)
+        .bind(&ev_ids)
+        .bind(&ev_types)
+        .bind(&ev_schema_versions)
+        .bind(&ev_occurred_at)
+        .bind(&ev_actors)
+        .bind(&ev_trace_ids)
+        .bind(&ev_payloads);
+    let query = match claim_insert {
+        None => query,
+        Some(_) => query.bind(&claim_requests),
+    };
+    let rows = query.fetch_all(pool).await?;
 
     let mut results = Vec::with_capacity(batch.len());
     for (pending, row) in batch.iter().zip(rows) {
         let ok: bool = row.try_get("out_ok")?;
+        let claim_taken: bool = row.try_get("out_claim_taken")?;
         let version: i64 = row.try_get("out_version")?;
         let position: i64 = row.try_get("out_position")?;
         results.push(if ok {
             Ok(AppendOutcome {
                 stream_version: version.max(0) as u64,
                 last_position: position.max(0) as u64,
+            })
+        } else if claim_taken {
+            Err(StoreError::ClaimTaken {
+                stream: pending.stream.clone(),
             })
         } else {
             Err(StoreError::Conflict {

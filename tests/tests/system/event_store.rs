@@ -1,5 +1,5 @@
-//! The event store: the conformance suite on every backend (the in-memory one included), and
-//! PostgreSQL's ordering guarantee under the late-commit case.
+//! The event store: the conformance suite on every backend (the in-memory one included),
+//! PostgreSQL's ordering guarantee under the late-commit case, and its claims.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use events::store::postgres::PostgresEventStore;
-use events::{EventStore, ExpectedVersion, Position, StoreError, StreamId};
+use events::{Claim, EventStore, ExpectedVersion, Position, StoreError, StreamId};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
 use tests::conformance::{self, test_event};
@@ -239,6 +239,115 @@ async fn a_poisoned_append_fails_alone_and_whole() {
     }
     assert!(store.read_stream(&poisoned).await.expect("read").is_empty());
     assert_eq!(store.read_all(0, 1000).await.expect("read_all").len(), 19);
+}
+
+/// A test's own unique index, as a caller's would be.
+const CLAIM_KEYS: &str = "INSERT INTO claimed_keys (key, stream) \
+     SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING RETURNING key, stream";
+
+fn claim(key: &str, stream: &StreamId) -> Claim {
+    Claim {
+        insert: CLAIM_KEYS,
+        key: key.to_owned(),
+        owner: stream.as_str().to_owned(),
+    }
+}
+
+/// Claims ride with their appends, batched: each row commits with its events, a taken key
+/// appends nothing and fails alone (not its neighbours in the batch), and a stale version with a
+/// claim is still a version conflict. Plain appends batched with claiming ones are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_commits_with_its_append_and_a_taken_key_appends_nothing() {
+    let (db, store) = postgres().await;
+    let pool = db.pool().await;
+    sqlx::query("CREATE TABLE claimed_keys (key text PRIMARY KEY, stream text NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("the caller's table");
+    sqlx::query("INSERT INTO claimed_keys VALUES ('key-10', 'someone-else')")
+        .execute(&pool)
+        .await
+        .expect("a key taken before");
+    let existing = StreamId::new("claiming-existing");
+    store
+        .append(&existing, ExpectedVersion::NoStream, vec![test_event(0)])
+        .await
+        .expect("an existing stream");
+
+    let appends = (0..30u64).map(|i| {
+        let store = store.clone();
+        let existing = existing.clone();
+        tokio::spawn(async move {
+            let stream = StreamId::new(format!("claiming-{i}"));
+            match i {
+                // Plain appends among the claiming ones.
+                20.. => {
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, vec![test_event(i)])
+                        .await
+                }
+                // A stale version, claiming a free key.
+                15 => {
+                    store
+                        .append_claiming(
+                            &existing,
+                            ExpectedVersion::NoStream,
+                            vec![test_event(i)],
+                            claim("key-15", &existing),
+                        )
+                        .await
+                }
+                _ => {
+                    store
+                        .append_claiming(
+                            &stream,
+                            ExpectedVersion::NoStream,
+                            vec![test_event(i), test_event(100 + i)],
+                            claim(&format!("key-{i}"), &stream),
+                        )
+                        .await
+                }
+            }
+        })
+    });
+    let results = futures::future::join_all(appends).await;
+    for (i, r) in results.iter().enumerate() {
+        let r = r.as_ref().expect("task");
+        match i {
+            10 => assert!(matches!(r, Err(StoreError::ClaimTaken { .. })), "{r:?}"),
+            15 => assert!(
+                matches!(r, Err(StoreError::Conflict { actual: 1, .. })),
+                "{r:?}"
+            ),
+            _ => assert!(r.is_ok(), "append {i} failed: {r:?}"),
+        }
+    }
+    let taken = StreamId::new("claiming-10");
+    assert!(store.read_stream(&taken).await.expect("read").is_empty());
+    assert_eq!(store.read_stream(&existing).await.expect("read").len(), 1);
+    // 1 existing + 2 for each of the 18 successful claimers + 10 plain appends.
+    assert_eq!(store.read_all(0, 1000).await.expect("read_all").len(), 47);
+    for i in (0..20u64).filter(|i| *i != 10 && *i != 15) {
+        let owner: String = sqlx::query_scalar("SELECT stream FROM claimed_keys WHERE key = $1")
+            .bind(format!("key-{i}"))
+            .fetch_one(&pool)
+            .await
+            .expect("the claim committed with its append");
+        assert_eq!(owner, format!("claiming-{i}"));
+        assert_eq!(
+            store
+                .read_stream(&StreamId::new(format!("claiming-{i}")))
+                .await
+                .expect("read")
+                .len(),
+            2
+        );
+    }
+    let owner: String = sqlx::query_scalar("SELECT stream FROM claimed_keys WHERE key = 'key-10'")
+        .fetch_one(&pool)
+        .await
+        .expect("the taken key");
+    assert_eq!(owner, "someone-else");
 }
 
 /// A stored payload that does not decode gives an error naming the event's id and type.
