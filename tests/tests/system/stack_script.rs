@@ -207,10 +207,21 @@ async fn scripts_stack_starts_its_own_servers_from_a_fresh_clone_and_stops_on_ct
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the script did not stop after Ctrl-C"
-        );
+        if Instant::now() >= deadline {
+            // Say which service did not stop: the last lines of each one's log.
+            let mut logs = String::new();
+            for service in ["command-api", "projector", "query-api"] {
+                let log = std::fs::read_to_string(clone.join(format!("data/logs/{service}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                logs.push_str(&format!("--- {service}:\n"));
+                for line in tail.into_iter().rev() {
+                    logs.push_str(line);
+                    logs.push('\n');
+                }
+            }
+            panic!("the script did not stop after Ctrl-C\n{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     cleanup.script = None;
