@@ -424,23 +424,7 @@ impl Effects {
         copy_shares(conn, &shares, &share_revoked, &share_changed).await?;
 
         insert_library_items(conn, &library).await?;
-        stamp(conn, "tracks", "track_id", "removed_at", &removed_tracks).await?;
-        stamp(
-            conn,
-            "collections",
-            "collection_id",
-            "removed_at",
-            &removed_collections,
-        )
-        .await?;
-        stamp(
-            conn,
-            "share_links",
-            "share_id",
-            "revoked_at",
-            &revoked_shares,
-        )
-        .await?;
+        stamp_all(conn, &removed_tracks, &removed_collections, &revoked_shares).await?;
         update_shares(conn, &share_updates, &mut changed).await?;
         touch_collections(conn, &collection_updated).await?;
         write_membership(conn, membership, Writes::Copy).await?;
@@ -453,27 +437,10 @@ impl Effects {
         insert_collections(conn, &self.collections).await?;
         insert_shares(conn, &self.shares).await?;
         insert_library_items(conn, &self.library).await?;
-        stamp(
+        stamp_all(
             conn,
-            "tracks",
-            "track_id",
-            "removed_at",
             &self.removed_tracks,
-        )
-        .await?;
-        stamp(
-            conn,
-            "collections",
-            "collection_id",
-            "removed_at",
             &self.removed_collections,
-        )
-        .await?;
-        stamp(
-            conn,
-            "share_links",
-            "share_id",
-            "revoked_at",
             &self.revoked_shares,
         )
         .await?;
@@ -919,6 +886,26 @@ async fn insert_library_items(
     .execute(conn)
     .await
     .map(drop)
+}
+
+/// The removal and revocation stamps of rows from earlier batches, for both ways of writing.
+async fn stamp_all(
+    conn: &mut PgConnection,
+    removed_tracks: &Stamps,
+    removed_collections: &Stamps,
+    revoked_shares: &Stamps,
+) -> Result<(), sqlx::Error> {
+    stamp(conn, "tracks", "track_id", "removed_at", removed_tracks).await?;
+    let (collections, shares) = (removed_collections, revoked_shares);
+    stamp(
+        conn,
+        "collections",
+        "collection_id",
+        "removed_at",
+        collections,
+    )
+    .await?;
+    stamp(conn, "share_links", "share_id", "revoked_at", shares).await
 }
 
 /// Sets `column` once (first stamp wins, also across batches) on the rows of `table` whose
