@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::domain::collection::{self, Collection, CollectionCommand};
-use crate::params::{docs, path_id, PathParams};
+use crate::params::{docs, path_id, PathParams, Resource};
 use crate::runner::{CommandContext, Decision};
 use crate::tracks;
 
@@ -184,12 +184,9 @@ pub struct AddTrack {
 )]
 pub async fn add_track(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, collection_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<CollectionId>,
     ValidJson(body): ValidJson<AddTrack>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
     // The track the body names, if it names one; whether it may be added is decided with the
     // collection.
     let track = match collection::requested_track(&body.track_id) {
@@ -231,8 +228,8 @@ pub async fn remove_track(
     PathParams((org, collection_id, track_id)): PathParams<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
-    let track_id = path_id("track_id", &track_id, TrackId::parse)?;
+    let id: CollectionId = path_id(&collection_id)?;
+    let track_id: TrackId = path_id(&track_id)?;
     let ctx = CommandContext::new(&caller);
     let command = CollectionCommand::RemoveTrack {
         org,
@@ -277,12 +274,9 @@ pub struct Reorder {
 )]
 pub async fn reorder(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, collection_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<CollectionId>,
     ValidJson(body): ValidJson<Reorder>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
     let ctx = CommandContext::new(&caller);
     let command = CollectionCommand::Reorder {
         org,
@@ -309,11 +303,8 @@ pub async fn reorder(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, collection_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<CollectionId>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("collection_id", &collection_id, CollectionId::parse)?;
     let ctx = CommandContext::new(&caller);
     let command = CollectionCommand::Remove {
         org,

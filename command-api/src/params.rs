@@ -4,9 +4,11 @@
 //! no resource, so it is a 404 like any other unknown resource. Ids stay strings here and are
 //! parsed by the handlers, which know which id a bad segment is and say so in `details`.
 
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRef, FromRequestParts, Path};
 use axum::http::request::Parts;
+use events::ids::{CollectionId, OrganizationId, ShareLinkId, TrackId};
 use serde::de::DeserializeOwned;
+use service_kit::auth::{ApiKeys, Caller};
 use service_kit::ApiError;
 
 pub struct PathParams<T>(pub T);
@@ -26,13 +28,55 @@ where
     }
 }
 
+/// What every `/v1/music/{org}/…/{id}` command route starts from, in the order a client is
+/// answered: the caller (401 without a known key), the organization they named (404 unless they
+/// belong to it), then the resource's id (404 naming the parameter when malformed).
+pub struct Resource<I> {
+    pub caller: Caller,
+    pub org: OrganizationId,
+    pub id: I,
+}
+
+/// An id that a command route takes from its path, and the parameter's name a 404 gives.
+pub trait PathId: Sized {
+    const FIELD: &'static str;
+    fn parse_path(raw: &str) -> Option<Self>;
+}
+
+macro_rules! path_ids {
+    ($($id:ident => $field:literal),* $(,)?) => {$(
+        impl PathId for $id {
+            const FIELD: &'static str = $field;
+            fn parse_path(raw: &str) -> Option<Self> {
+                $id::parse(raw).ok()
+            }
+        }
+    )*};
+}
+
+path_ids!(TrackId => "track_id", CollectionId => "collection_id", ShareLinkId => "share_id");
+
+impl<S, I> FromRequestParts<S> for Resource<I>
+where
+    ApiKeys: FromRef<S>,
+    I: PathId + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let PathParams((org, raw)) =
+            PathParams::<(String, String)>::from_request_parts(parts, state).await?;
+        let org = caller.member_of(&org)?;
+        let id = path_id(&raw)?;
+        Ok(Resource { caller, org, id })
+    }
+}
+
 /// Parses an id from the path; a malformed one is a 404 naming the parameter.
-pub fn path_id<T, E>(
-    field: &str,
-    raw: &str,
-    parse: impl FnOnce(&str) -> Result<T, E>,
-) -> Result<T, ApiError> {
-    parse(raw).map_err(|_| not_found(field, raw))
+pub fn path_id<I: PathId>(raw: &str) -> Result<I, ApiError> {
+    I::parse_path(raw).ok_or_else(|| not_found(I::FIELD, raw))
 }
 
 /// The one 404 of the command routes: absent, removed, another organization's, or not the

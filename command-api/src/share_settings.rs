@@ -16,43 +16,28 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use events::event::{TargetType, Visibility};
 use events::format::rfc3339;
 use events::ids::ShareLinkId;
 use events::share_token::ShareToken;
 use events::StreamId;
 use serde::Serialize;
-use service_kit::auth::Caller;
 use service_kit::error::ErrorEnvelope;
 use service_kit::ApiError;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
-use crate::domain::share::{
-    self, positive_integer_up_to_max_views, ShareCommand, ShareLink, ShareSettingsRequest,
-};
-use crate::params::{docs, path_id, PathParams};
+use crate::domain::share::{self, ShareCommand, ShareLink, ShareSettingsRequest};
+use crate::params::{docs, Resource};
 use crate::runner::{CommandContext, Decision};
-use crate::shares::{self, ShareLinkObject};
+use crate::shares::{self, LinkErrors, LinkSettings, ShareLinkObject};
 
 /// A share link's settings as they are after the change (never its token).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ShareSettingsObject {
     #[schema(example = "mslink_8c4e2a9f1b73")]
     pub id: String,
-    pub target_type: TargetType,
-    pub target_id: String,
-    pub visibility: Visibility,
-    /// UTC, whole seconds; null: never.
-    #[schema(required = true, format = DateTime)]
-    pub expires_at: Option<String>,
-    /// Null: no limit.
-    #[schema(required = true, schema_with = positive_integer_up_to_max_views)]
-    pub max_views: Option<u32>,
-    pub password_protected: bool,
-    /// The owner's own note; null: none.
-    #[schema(required = true)]
-    pub label: Option<String>,
+    #[serde(flatten)]
+    pub settings: LinkSettings,
     /// UTC, whole seconds.
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -63,16 +48,9 @@ pub struct ShareSettingsObject {
 
 impl ShareSettingsObject {
     fn new(share: &ShareLink) -> Self {
-        let settings = &share.facts;
         ShareSettingsObject {
-            id: settings.share_id.to_string(),
-            target_type: settings.target_type,
-            target_id: settings.target_id.clone(),
-            visibility: settings.visibility,
-            expires_at: settings.expires_at.map(rfc3339),
-            max_views: settings.max_views,
-            password_protected: settings.password_hash.is_some(),
-            label: settings.label.clone(),
+            id: share.facts.share_id.to_string(),
+            settings: LinkSettings::of(share),
             created_at: rfc3339(share.created_at),
             updated_at: rfc3339(share.updated_at),
         }
@@ -92,24 +70,19 @@ impl ShareSettingsObject {
     responses(
         (status = 200, description = "The link's settings after the change.", body = ShareSettingsObject),
         (status = 400, description = "Malformed JSON, or a `Content-Type` other than JSON.", body = ErrorEnvelope),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
         (status = 409, description = "The link is revoked: \"This share link is revoked.\"", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than 2 MiB.", body = ErrorEnvelope),
         (status = 422, description = "A field is wrong, or no known field was sent (`body`); `details` names each.", body = ErrorEnvelope),
-        (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
+        LinkErrors,
     ),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub async fn change_settings(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, share_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<ShareLinkId>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
     let ctx = CommandContext::new(&caller);
     let decider = ctx.decider();
     // Who may act, before the body: a stranger's request is the 404 whatever it holds.
@@ -171,20 +144,15 @@ pub async fn change_settings(
     responses(
         (status = 201, description = "The link with its new token and `url`.", body = ShareLinkObject,
             headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret shown once."))),
-        (status = 401, description = "No API key, or an unknown one.", body = ErrorEnvelope),
-        (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
         (status = 409, description = "The link is revoked: \"This share link is revoked.\"", body = ErrorEnvelope),
-        (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
+        LinkErrors,
     ),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub async fn rotate(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, share_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<ShareLinkId>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
     let ctx = CommandContext::new(&caller);
     let decider = ctx.decider();
     let (state_ref, org, id_ref, decider, ctx_ref) = (&state, &org, &id, &decider, &ctx);

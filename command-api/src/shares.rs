@@ -33,7 +33,7 @@ use crate::domain::share::{
     self, positive_integer_up_to_max_views, CreateShare, ShareCommand, ShareLink, ShareRequest,
     ShareTarget,
 };
-use crate::params::{docs, path_id, PathParams};
+use crate::params::{docs, Resource};
 use crate::runner::{Attempt, CommandContext, Decision};
 use crate::{collections, tracks};
 
@@ -56,6 +56,17 @@ pub struct ShareLinkObject {
     pub token: String,
     /// `{PUBLIC_BASE_URL}/v1/music/shared/{token}`: opens the share without signing in.
     pub url: String,
+    #[serde(flatten)]
+    pub settings: LinkSettings,
+    /// UTC, whole seconds.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// What a link points at and how it may be opened: the same fields, with the same meaning, in
+/// every answer of the command API about one share link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkSettings {
     pub target_type: TargetType,
     pub target_id: String,
     pub visibility: Visibility,
@@ -65,14 +76,26 @@ pub struct ShareLinkObject {
     /// Null: no limit.
     #[schema(required = true, schema_with = positive_integer_up_to_max_views)]
     pub max_views: Option<u32>,
-    /// UTC, whole seconds.
-    #[schema(format = DateTime)]
-    pub created_at: String,
     /// Whether opening the link needs its password.
     pub password_protected: bool,
     /// The owner's own note; null: none.
     #[schema(required = true)]
     pub label: Option<String>,
+}
+
+impl LinkSettings {
+    pub fn of(link: &ShareLink) -> Self {
+        let facts = &link.facts;
+        LinkSettings {
+            target_type: facts.target_type,
+            target_id: facts.target_id.clone(),
+            visibility: facts.visibility,
+            expires_at: facts.expires_at.map(rfc3339),
+            max_views: facts.max_views,
+            password_protected: facts.password_hash.is_some(),
+            label: facts.label.clone(),
+        }
+    }
 }
 
 /// What both share routes answer, for their OpenAPI operations (the handlers answer
@@ -103,10 +126,22 @@ enum ShareResponses {
     Unavailable(ErrorEnvelope),
 }
 
+/// What every route on one share link of the caller's may also answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum LinkErrors {
+    /// No such share link of the caller's.
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope),
+    /// The database or the event store is down, or the link kept changing.
+    #[response(status = 503)]
+    Unavailable(ErrorEnvelope),
+}
+
 /// The two share routes differ only in their path and in what the link points at: one
 /// declaration for both, so their documentation and their handling cannot drift apart.
 macro_rules! share_route {
-    ($(#[$doc:meta])* $name:ident, $path:tt, $param:path, $field:tt, $id:ident, $kind:ident, $load:path) => {
+    ($(#[$doc:meta])* $name:ident, $path:tt, $param:path, $id:ident, $kind:ident, $load:path) => {
         $(#[$doc])*
         #[utoipa::path(
             post,
@@ -125,12 +160,9 @@ macro_rules! share_route {
         )]
         pub async fn $name(
             State(state): State<AppState>,
-            caller: Caller,
-            PathParams((org, raw_id)): PathParams<(String, String)>,
+            Resource { caller, org, id }: Resource<$id>,
             OptionalJson(body): OptionalJson<ShareRequest>,
         ) -> Result<Response, ApiError> {
-            let org = caller.member_of(&org)?;
-            let id = path_id($field, &raw_id, $id::parse)?;
             let target = ShareTarget::$kind {
                 state: $load(&state, &id).await?,
                 id,
@@ -145,7 +177,6 @@ share_route!(
     share_track,
     "/v1/music/{org}/tracks/{track_id}/share",
     docs::Track,
-    "track_id",
     TrackId,
     Track,
     tracks::load
@@ -156,7 +187,6 @@ share_route!(
     share_collection,
     "/v1/music/{org}/collections/{collection_id}/share",
     docs::Collection,
-    "collection_id",
     CollectionId,
     Collection,
     collections::load
@@ -228,23 +258,16 @@ pub async fn hash_password(password: SharePassword) -> Result<PasswordHash, ApiE
 
 /// The link as it is now, with `token` (just drawn: creation or rotation) shown this once.
 pub fn link_object(state: &AppState, link: ShareLink, token: &ShareToken) -> ShareLinkObject {
-    let facts = link.facts;
     ShareLinkObject {
-        id: facts.share_id.to_string(),
+        id: link.facts.share_id.to_string(),
         token: token.expose().to_owned(),
         url: format!(
             "{}/v1/music/shared/{}",
             state.settings.public_base_url,
             token.expose()
         ),
-        target_type: facts.target_type,
-        target_id: facts.target_id,
-        visibility: facts.visibility,
-        expires_at: facts.expires_at.map(rfc3339),
-        max_views: facts.max_views,
+        settings: LinkSettings::of(&link),
         created_at: rfc3339(link.created_at),
-        password_protected: facts.password_hash.is_some(),
-        label: facts.label,
     }
 }
 
@@ -313,18 +336,14 @@ pub async fn find_by_token(
     params(docs::Org, docs::Share),
     responses(
         (status = 200, description = "Revoked, now or before (`detail`: \"Share link revoked.\").", body = Ack),
-        (status = 404, description = "No such share link of the caller's.", body = ErrorEnvelope),
-        (status = 503, description = "The database or the event store is down, or the link kept changing.", body = ErrorEnvelope),
+        LinkErrors,
     ),
     security(("api_key" = []), ("bearer" = [])),
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, share_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<ShareLinkId>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("share_id", &share_id, ShareLinkId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (decider, command) = (
         ctx.decider(),

@@ -30,7 +30,7 @@ use crate::app::AppState;
 use crate::audio;
 use crate::domain::track::{self, Audio, Track, TrackCommand, TrackForm};
 use crate::media::TempUpload;
-use crate::params::{docs, path_id, PathParams};
+use crate::params::{docs, PathParams, Resource};
 use crate::runner::{CommandContext, Decision};
 
 /// A text field of the form larger than this is refused without reading further.
@@ -348,11 +348,8 @@ pub fn track_view(track: &Track) -> Result<TrackObject, ApiError> {
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
-    PathParams((org, track_id)): PathParams<(String, String)>,
+    Resource { caller, org, id }: Resource<TrackId>,
 ) -> Result<Response, ApiError> {
-    let org = caller.member_of(&org)?;
-    let id = path_id("track_id", &track_id, TrackId::parse)?;
     let ctx = CommandContext::new(&caller);
     let (decider, command) = (
         ctx.decider(),

@@ -34,6 +34,26 @@ pub async fn lock(conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Err
         .map(drop)
 }
 
+/// Puts a rebuilt schema in place of the live one, in the caller's transaction (which holds both
+/// schemas' locks): the live tables move aside to `retired`, to be dropped after the commit.
+/// Renaming is what makes a swap atomic for readers, for the read model and analytics alike.
+pub async fn rename_into_place(
+    conn: &mut PgConnection,
+    rebuilt: &str,
+    live: &str,
+    retired: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(&format!(
+        "ALTER SCHEMA {live} RENAME TO {retired}; ALTER SCHEMA {rebuilt} RENAME TO {live};",
+        live = quote_ident(live),
+        retired = quote_ident(retired),
+        rebuilt = quote_ident(rebuilt),
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// The checkpoint of the schema the transaction has entered.
 pub async fn checkpoint(conn: &mut PgConnection) -> Result<Position, sqlx::Error> {
     let position: i64 = sqlx::query_scalar("SELECT position FROM checkpoint")

@@ -241,14 +241,7 @@ async fn swap(pool: &PgPool, rebuilt: u64) -> Result<Option<u64>, sqlx::Error> {
     if live > rebuilt {
         return Ok(Some(live));
     }
-    sqlx::raw_sql(&format!(
-        "ALTER SCHEMA {live} RENAME TO {retired}; ALTER SCHEMA {rebuild} RENAME TO {live};",
-        live = quote_ident(LIVE),
-        retired = quote_ident(RETIRED),
-        rebuild = quote_ident(REBUILD),
-    ))
-    .execute(&mut *tx)
-    .await?;
+    crate::schema::rename_into_place(&mut tx, REBUILD, LIVE, RETIRED).await?;
     tx.commit().await?;
     Ok(None)
 }
