@@ -2,11 +2,11 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# The KurrentDB backend is compiled in by default; build with `--build-arg CARGO_FEATURES=` for a
-# PostgreSQL-only image.
-ARG CARGO_FEATURES="command-api/kurrentdb projector/kurrentdb"
+# The KurrentDB backend is compiled in by default (the services' default feature); build with
+# `--build-arg CARGO_FLAGS=--no-default-features` for a PostgreSQL-only image.
+ARG CARGO_FLAGS=""
 RUN cargo build --release --locked --bins \
-      -p command-api -p projector -p query-api --features "${CARGO_FEATURES}"
+      -p command-api -p projector -p query-api ${CARGO_FLAGS}
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
