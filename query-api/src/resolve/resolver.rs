@@ -133,6 +133,8 @@ impl Resolver {
         if self.used_up.is_used_up(share_id, max_views) {
             return Ok(ran_out);
         }
+        // Counted so that a refusal answered from memory can be told from one that was not.
+        metrics::counter!("resolve_view_counter_round_trips_total").increment(1);
         let taken = match viewing {
             Viewing::Take => match share_usage::take_view(&self.pool, share_id, max_views).await? {
                 Some(before) => {
