@@ -253,7 +253,8 @@ impl App {
             nats.clone(),
             &settings.notice_namespace,
         ));
-        tasks.push(tokio::spawn(used_up.clone().listen()));
+        let subscribed = used_up.subscribe().await;
+        tasks.push(tokio::spawn(used_up.clone().listen(subscribed)));
         let state = AppState::from(Shared {
             resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
