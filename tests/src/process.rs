@@ -165,6 +165,17 @@ impl Service {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The service's `/metrics` exposition, as a scraper reads it.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        http.get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Everything the service has logged so far.
     pub fn logs(&self) -> String {
         read(&self.log_path)

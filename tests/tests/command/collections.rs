@@ -367,15 +367,7 @@ async fn conflicts_between_two_processes_are_retried_and_nothing_lands_twice() {
     // The two processes raced for one stream: at least one lost a race and decided again.
     let mut conflicts = 0.0;
     for service in [&api.service, &second] {
-        let metrics = api
-            .http
-            .get(service.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = service.metrics(&api.http).await;
         conflicts += metrics
             .lines()
             .filter(|l| l.starts_with("command_conflicts_total"))

@@ -148,15 +148,7 @@ fn target_dir() -> PathBuf {
 
 /// The query API's count of `GET` media requests answered with `status`.
 async fn media_requests(stack: &Stack, status: u16) -> u64 {
-    let metrics = stack
-        .http
-        .get(stack.query.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = stack.query.metrics(&stack.http).await;
     metrics
         .lines()
         .filter(|l| {

@@ -514,14 +514,7 @@ const ANNOUNCEMENT_DELIVERY: Duration = Duration::from_millis(50);
 
 /// The view-counter round trips `service` has made so far.
 async fn counter_round_trips(http: &reqwest::Client, service: &Service) -> f64 {
-    let exposition = http
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let exposition = service.metrics(http).await;
     tests::read_model::metric(&exposition, "resolve_view_counter_round_trips_total")
 }
 
