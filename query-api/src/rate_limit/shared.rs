@@ -165,16 +165,17 @@ impl RedisLimits {
             tokio::spawn(run_gcra_batches(self.inner.connection.clone(), checks));
             queue
         });
-        let (answer, reply) = oneshot::channel();
-        let key = key.to_owned();
-        let check = GcraCheck {
-            key,
-            t,
-            tau,
-            answer,
-        };
+        // Built inside the call, which `run` does not start in fallback.
         let reply = self
             .run(async {
+                let (answer, reply) = oneshot::channel();
+                let key = key.to_owned();
+                let check = GcraCheck {
+                    key,
+                    t,
+                    tau,
+                    answer,
+                };
                 batches.send(check).await.map_err(|_| stopped())?;
                 reply.await.map_err(|_| stopped())?
             })
