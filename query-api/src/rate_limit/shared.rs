@@ -31,31 +31,39 @@ use tokio::sync::{mpsc, oneshot};
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// GCRA as governor computes it (so local and shared answers agree), in microseconds of Redis's
-/// clock, for each key in turn (a key may come twice). For key `i`, `ARGV[2i-1]` is the emission
-/// interval `t` and `ARGV[2i]` the tolerance `tau = t * (burst - 1)`. A request passes unless
-/// `now < tat - tau`; passing moves the theoretical arrival time `tat` to `max(tat, now) + t`,
-/// kept until the bucket is full again. Returns three numbers per key:
+/// clock, for each key in turn (a key may come twice: a batch from a busy client holds its key
+/// many times). For key `i`, `ARGV[2i-1]` is the emission interval `t` and `ARGV[2i]` the
+/// tolerance `tau = t * (burst - 1)`. A request passes unless `now < tat - tau`; passing moves
+/// the theoretical arrival time `tat` to `max(tat, now) + t`, kept until the bucket is full
+/// again. A key is read once and written once per call however often it comes, since each
+/// `redis.call` costs Redis more than the arithmetic. Returns three numbers per key:
 /// `1, remaining, µs until full` or `0, 0, µs until a retry passes`.
 const GCRA_LUA: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local out = {}
+local out, tats, moved = {}, {}, {}
 for i, key in ipairs(KEYS) do
   local t = tonumber(ARGV[2 * i - 1])
   local tau = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key)) or now
+  local tat = tats[key]
+  if tat == nil then tat = tonumber(redis.call('GET', key)) or now end
   if now < tat - tau then
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = tat - tau - now
   else
     local next = math.max(tat, now) + t
-    redis.call('SET', key, next, 'PX', math.ceil((next - now) / 1000))
     out[#out + 1] = 1
     out[#out + 1] = math.floor(math.min(now + tau + t - next, tau + t) / t)
     out[#out + 1] = next - now
+    tat = next
+    moved[key] = true
   end
+  tats[key] = tat
+end
+for key in pairs(moved) do
+  redis.call('SET', key, tats[key], 'PX', math.ceil((tats[key] - now) / 1000))
 end
 return out
 ";
@@ -280,6 +288,16 @@ async fn run_gcra_batches(
     let script = Script::new(GCRA_LUA);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while checks.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The requests being served right now reach their check within one scheduler turn:
+        // yielding once lets them join this call instead of paying a round trip each (an idle
+        // instance loses a few µs).
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match checks.try_recv() {
+                Ok(check) => batch.push(check),
+                Err(_) => break,
+            }
+        }
         let mut invocation = script.prepare_invoke();
         for check in &batch {
             invocation.key(&check.key).arg(check.t).arg(check.tau);
