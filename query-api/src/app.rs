@@ -215,9 +215,17 @@ impl App {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let cache = Arc::new(ResolveCache::new(settings.cache_enabled));
+        // Subscribed before serving: a write's notice sent while the subscription was on its
+        // way would leave a cached answer stale for its TTL.
+        let notices_subscribed = service_kit::nats::subscribe_before_serving(
+            &nats,
+            &events::notice::subject(&settings.notice_namespace),
+        )
+        .await;
         tasks.push(tokio::spawn(notices::listen(
             nats.clone(),
             settings.notice_namespace.clone(),
+            notices_subscribed,
             cache.clone(),
         )));
 

@@ -6,24 +6,24 @@
 
 use std::sync::Arc;
 
-use async_nats::Client;
+use async_nats::{Client, Subscriber};
 use events::notice::{applied_subject, subject, Applied, ChangeNotice};
 use futures::StreamExt;
 
 use crate::cache::ResolveCache;
 
-/// Listens forever (the client resubscribes by itself after a reconnect).
-pub async fn listen(client: Client, namespace: String, cache: Arc<ResolveCache>) {
+/// Listens forever on `subscribed` (made before the instance serves, see
+/// [`service_kit::nats::subscribe_before_serving`]) or, if start-up could not, on a subscription
+/// made as soon as NATS takes it.
+pub async fn listen(
+    client: Client,
+    namespace: String,
+    subscribed: Option<Subscriber>,
+    cache: Arc<ResolveCache>,
+) {
     let subject = subject(&namespace);
-    let mut subscription = loop {
-        match client.subscribe(subject.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to change notices; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let mut subscription =
+        service_kit::nats::keep_subscribing(&client, &subject, subscribed, "change notices").await;
     tracing::info!(subject, "listening for change notices");
     let confirm_on = applied_subject(&namespace);
     let instance = uuid::Uuid::new_v4().simple().to_string();

@@ -23,10 +23,6 @@ const CAPACITY: u64 = 100_000;
 /// longer: NATS being slow or down must not hold a view).
 const ANNOUNCE_WAIT: Duration = Duration::from_millis(20);
 
-/// How long start-up waits for the server to confirm the announcements' subscription (NATS down
-/// must not hold the start; the listener then keeps trying on its own).
-const SUBSCRIBE_WAIT: Duration = Duration::from_millis(500);
-
 /// The subject used-up links of one namespace are announced on.
 pub fn subject(namespace: &str) -> String {
     format!("music.usage.{namespace}.used_up")
@@ -109,42 +105,24 @@ impl UsedUpLinks {
         }
     }
 
-    /// Subscribes to the other instances' announcements and waits (at most [`SUBSCRIBE_WAIT`])
-    /// until the server has the subscription: called before the instance serves, so that it
-    /// hears every link used up from its first request on, instead of paying a counter round
-    /// trip to refuse each link used up while its subscription was on its way.
+    /// Subscribes to the other instances' announcements before the instance serves (see
+    /// [`service_kit::nats::subscribe_before_serving`]), so that it does not pay a counter round
+    /// trip to refuse each link used up while its subscription was on its way; `None` for a local
+    /// instance or when NATS did not confirm in time.
     pub async fn subscribe(&self) -> Option<Subscriber> {
         let (client, subject) = self.nats.as_ref()?;
-        let subscribed = async {
-            let subscription = client.subscribe(subject.clone()).await.ok()?;
-            client.flush().await.ok()?;
-            Some(subscription)
-        };
-        tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
-            .await
-            .ok()
-            .flatten()
+        service_kit::nats::subscribe_before_serving(client, subject).await
     }
 
-    /// Hears the other instances' announcements, forever (the client resubscribes by itself
-    /// after a reconnect), on `subscribed` if start-up got it, else subscribing until it can.
-    /// Returns at once for a local instance.
+    /// Hears the other instances' announcements, forever, on `subscribed` if start-up got it,
+    /// else on a subscription made as soon as NATS takes it. Returns at once for a local
+    /// instance.
     pub async fn listen(self: std::sync::Arc<Self>, subscribed: Option<Subscriber>) {
         let Some((client, subject)) = &self.nats else {
             return;
         };
-        let mut subscription = match subscribed {
-            Some(subscription) => subscription,
-            None => loop {
-                match client.subscribe(subject.clone()).await {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot subscribe to used-up links; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            },
-        };
+        let mut subscription =
+            service_kit::nats::keep_subscribing(client, subject, subscribed, "used-up links").await;
         while let Some(message) = subscription.next().await {
             match serde_json::from_slice::<UsedUp>(&message.payload) {
                 Ok(used_up) => self.remember(&used_up.share_id, used_up.max_views),

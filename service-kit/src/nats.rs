@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::{ConnectOptions, ServerAddr};
+use async_nats::{Client, ConnectOptions, ServerAddr, Subscriber};
 
 /// The servers of a `NATS_URL`: one URL or several, comma-separated (spaces allowed).
 pub fn servers(url: &str) -> Result<Vec<ServerAddr>, String> {
@@ -38,6 +38,48 @@ pub async fn connect(name: &str, url: &str) -> anyhow::Result<async_nats::Client
         .retry_on_initial_connect()
         .connect(servers(url).map_err(anyhow::Error::msg)?)
         .await?)
+}
+
+/// How long start-up waits for the server to confirm a subscription (NATS down must not hold the
+/// start; [`keep_subscribing`] then goes on trying).
+pub const SUBSCRIBE_WAIT: Duration = Duration::from_millis(500);
+
+/// Subscribes to `subject` and waits (at most [`SUBSCRIBE_WAIT`]) until the server has the
+/// subscription. Called before a process serves, so that it hears every message sent from its
+/// first request on instead of missing those sent while the subscription was on its way.
+pub async fn subscribe_before_serving(client: &Client, subject: &str) -> Option<Subscriber> {
+    let subscribed = async {
+        let subscription = client.subscribe(subject.to_owned()).await.ok()?;
+        client.flush().await.ok()?;
+        Some(subscription)
+    };
+    tokio::time::timeout(SUBSCRIBE_WAIT, subscribed)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The subscription start-up got, or else one to `subject` made as soon as the server takes it
+/// (retrying every second, one warning naming `what` each time). After that the client
+/// resubscribes by itself across reconnects.
+pub async fn keep_subscribing(
+    client: &Client,
+    subject: &str,
+    subscribed: Option<Subscriber>,
+    what: &str,
+) -> Subscriber {
+    if let Some(subscription) = subscribed {
+        return subscription;
+    }
+    loop {
+        match client.subscribe(subject.to_owned()).await {
+            Ok(subscription) => return subscription,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to {what}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
