@@ -119,9 +119,9 @@ impl Runner {
         let recorded = self.store.read_stream(stream).await?;
         let version = recorded.last().map_or(0, |e| e.stream_version);
         let events = recorded
-            .into_iter()
-            .map(|mut r| {
-                r.decode_taking_payload().map(|event| Recorded {
+            .iter()
+            .map(|r| {
+                r.decode().map(|event| Recorded {
                     event,
                     occurred_at: r.occurred_at,
                 })

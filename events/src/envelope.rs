@@ -112,22 +112,11 @@ impl RecordedEvent {
     /// Upcasts the payload to the current schema and decodes it. Errors name the event id and
     /// type, so an operator can find the one event a newer producer wrote.
     pub fn decode(&self) -> Result<MusicEvent, DecodeError> {
-        self.decode_payload(self.payload.clone())
-    }
-
-    /// [`decode`](Self::decode) for a reader done with the payload: it is moved into the event
-    /// instead of copied (a rebuild decodes every event of the log), and left `null` here.
-    pub fn decode_taking_payload(&mut self) -> Result<MusicEvent, DecodeError> {
-        let payload = std::mem::take(&mut self.payload);
-        self.decode_payload(payload)
-    }
-
-    fn decode_payload(&self, payload: serde_json::Value) -> Result<MusicEvent, DecodeError> {
         let payload = upcast::to_current(
             self.event_id,
             &self.event_type,
             self.schema_version,
-            payload,
+            &self.payload,
         )?;
         MusicEvent::decode_current(self.event_id, &self.event_type, payload)
     }

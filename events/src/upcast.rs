@@ -13,7 +13,7 @@ pub(crate) fn to_current(
     event_id: Uuid,
     event_type: &str,
     schema_version: i32,
-    payload: Value,
+    payload: &Value,
 ) -> Result<Value, DecodeError> {
     let Some(current) = MusicEvent::current_schema_version(event_type) else {
         return Err(DecodeError::UnknownType {
@@ -28,13 +28,14 @@ pub(crate) fn to_current(
             schema_version,
         });
     }
-    let Value::Object(mut fields) = payload else {
+    let Value::Object(fields) = payload else {
         return Err(DecodeError::Malformed {
             event_id,
             event_type: event_type.to_owned(),
             reason: "payload is not a JSON object".to_owned(),
         });
     };
+    let mut fields = fields.clone();
     let mut version = schema_version;
     while version < current {
         fields = step(event_type, version, fields).map_err(|reason| DecodeError::Malformed {

@@ -67,8 +67,8 @@ impl Batch {
     pub fn decode(after: Position, recorded: Vec<RecordedEvent>) -> Batch {
         let mut events = Vec::with_capacity(recorded.len());
         let mut stop = None;
-        for mut event in recorded {
-            match event.decode_taking_payload() {
+        for event in recorded {
+            match event.decode() {
                 Ok(decoded) => events.push(Decoded {
                     position: event.global_position,
                     event_id: event.event_id,
