@@ -215,18 +215,13 @@ impl App {
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         let cache = Arc::new(ResolveCache::new(settings.cache_enabled));
-        let used_up = Arc::new(UsedUpLinks::shared(
-            nats.clone(),
-            &settings.notice_namespace,
-        ));
-        // Both subscribed before serving (side by side, so NATS down costs start-up one wait):
-        // a write's notice sent while its subscription was on its way would leave a cached
-        // answer stale for its TTL.
-        let notices_subject = events::notice::subject(&settings.notice_namespace);
-        let (notices_subscribed, used_up_subscribed) = tokio::join!(
-            service_kit::nats::subscribe_before_serving(&nats, &notices_subject),
-            used_up.subscribe(),
-        );
+        // Subscribed before serving: a write's notice sent while the subscription was on its
+        // way would leave a cached answer stale for its TTL.
+        let notices_subscribed = service_kit::nats::subscribe_before_serving(
+            &nats,
+            &events::notice::subject(&settings.notice_namespace),
+        )
+        .await;
         tasks.push(tokio::spawn(notices::listen(
             nats.clone(),
             settings.notice_namespace.clone(),
@@ -262,7 +257,12 @@ impl App {
         ));
         tasks.push(tokio::spawn(limit.clone().maintain(Duration::from_secs(5))));
 
-        tasks.push(tokio::spawn(used_up.clone().listen(used_up_subscribed)));
+        let used_up = Arc::new(UsedUpLinks::shared(
+            nats.clone(),
+            &settings.notice_namespace,
+        ));
+        let subscribed = used_up.subscribe().await;
+        tasks.push(tokio::spawn(used_up.clone().listen(subscribed)));
         let state = AppState::from(Shared {
             resolver: Arc::new(Resolver::new(pool.clone(), cache, used_up)),
             limit,
