@@ -5,8 +5,10 @@
 //! ([`shared`]), so N instances let one client through the configured rate, not N times it.
 //! Without it, and while Redis does not answer, each instance counts alone ([`local`], and the
 //! local half of [`window`]). A limiter never fails a request: a slow or lost Redis only means
-//! local counting for a while.
+//! local counting for a while. A client far from its limit does not wait for Redis at all
+//! ([`ahead`]): its take is counted behind its answer.
 
+pub mod ahead;
 pub mod local;
 pub mod shared;
 pub mod window;
@@ -16,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
+use self::ahead::AheadOfRedis;
 use self::local::LocalLimit;
-use self::shared::{GcraOutcome, RedisLimits};
+use self::shared::{GcraOutcome, RedisLimits, Take};
 
 /// A rate with a burst, as configured (`RESOLVE_RATE_PER_MINUTE`, `RESOLVE_BURST`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +88,8 @@ pub struct ResolveLimit {
     /// Addresses Redis refused, until when. A GCRA refusal cannot be undone by anyone (the
     /// bucket's arrival time only grows), so until then a flood is refused without a round trip.
     refused_until: moka::sync::Cache<IpAddr, Instant>,
+    /// What Redis last said of each busy client, to answer far-from-the-limit checks at once.
+    ahead: AheadOfRedis,
 }
 
 /// The name of the resolve limit in Redis keys.
@@ -102,6 +107,7 @@ impl ResolveLimit {
                 .max_capacity(100_000)
                 .time_to_live(rate.interval() + Duration::from_secs(1))
                 .build(),
+            ahead: AheadOfRedis::default(),
         })
     }
 
@@ -126,28 +132,53 @@ impl ResolveLimit {
     }
 
     async fn check_shared(&self, redis: &RedisLimits, ip: IpAddr) -> Option<Decision> {
+        if redis.in_fallback() {
+            return None;
+        }
         let now = Instant::now();
         if let Some(until) = self.refused_until.get(&ip).filter(|until| *until > now) {
             return Some(Decision::refused(self.rate.per_minute, until - now));
         }
         let key = redis.key(RESOLVE, &ip.to_string());
-        Some(
-            match redis
-                .gcra(&key, self.rate.interval(), self.rate.burst)
-                .await?
-            {
-                GcraOutcome::Allowed { remaining, full_in } => Decision {
-                    allowed: true,
-                    limit: self.rate.per_minute,
-                    remaining,
-                    reset_secs: ceil_secs(full_in),
-                },
-                GcraOutcome::Refused { retry_in } => {
-                    self.refused_until.insert(ip, now + retry_in);
-                    Decision::refused(self.rate.per_minute, retry_in)
-                }
+        let (interval, burst) = (self.rate.interval(), self.rate.burst);
+        if let Some((decision, number)) = self.ahead.pass(ip, self.rate, now) {
+            // Queued before the answer goes out, so this instance's takes reach Redis in order.
+            if let Some(counted) = redis.queue_gcra(&key, interval, burst, Take::Anyway) {
+                let (ahead, refused_until) = (self.ahead.clone(), self.refused_until.clone());
+                tokio::spawn(async move {
+                    let Some(outcome) = counted.await else {
+                        return;
+                    };
+                    if let GcraOutcome::Refused { retry_in } = outcome {
+                        // Another instance took from the bucket before this one heard of it.
+                        metrics::counter!("rate_limit_overdrawn_total").increment(1);
+                        refused_until.insert(ip, Instant::now() + retry_in);
+                    }
+                    ahead.learn(ip, number, outcome, Instant::now());
+                });
+            }
+            return Some(decision);
+        }
+        let number = self.ahead.send(ip);
+        let outcome = redis.gcra(&key, interval, burst, Take::IfAllowed).await?;
+        self.ahead.learn(ip, number, outcome, Instant::now());
+        Some(match outcome {
+            GcraOutcome::Allowed { remaining, full_in } => Decision {
+                allowed: true,
+                limit: self.rate.per_minute,
+                remaining,
+                reset_secs: ceil_secs(full_in),
             },
-        )
+            GcraOutcome::Refused { retry_in } => {
+                self.refused_until.insert(ip, now + retry_in);
+                Decision::refused(self.rate.per_minute, retry_in)
+            }
+        })
+    }
+
+    /// Requests let through ahead of Redis's answer so far ([`ahead`]).
+    pub fn answered_ahead(&self) -> u64 {
+        self.ahead.passed()
     }
 
     /// Keys the local limiter holds (for metrics and the memory benchmark).
@@ -185,19 +216,65 @@ mod tests {
             std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let namespace = format!("unit-{}", uuid::Uuid::new_v4().simple());
         let redis = RedisLimits::new(&url, &namespace, Duration::from_secs(2)).expect("client");
-        let local = ResolveLimit::new(60, 3).expect("limit");
-        let shared = ResolveLimit::new(60, 3).expect("limit").shared(redis);
-        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
-        for _ in 0..4 {
+        // A burst of 3 always waits for Redis; one of 20 is answered ahead in its upper half.
+        for burst in [3, 20] {
+            let local = ResolveLimit::new(60, burst).expect("limit");
+            let shared = ResolveLimit::new(60, burst)
+                .expect("limit")
+                .shared(redis.clone());
+            let ip: IpAddr = format!("192.0.2.{burst}").parse().expect("ip");
+            for i in 0..=burst {
+                let (a, b) = (local.check(ip).await, shared.check(ip).await);
+                assert_eq!(
+                    (a.allowed, a.limit, a.remaining, a.reset_secs),
+                    (b.allowed, b.limit, b.remaining, b.reset_secs),
+                    "burst {burst}, request {i}"
+                );
+                // Apart enough for Redis's answers to show this instance alone with the client.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            // Refused from memory now: still the same answer.
             let (a, b) = (local.check(ip).await, shared.check(ip).await);
-            assert_eq!(
-                (a.allowed, a.limit, a.remaining, a.reset_secs),
-                (b.allowed, b.limit, b.remaining, b.reset_secs)
-            );
+            assert!(!a.allowed && !b.allowed);
+            assert_eq!(a.reset_secs, b.reset_secs);
         }
-        // Refused from memory now: still the same answer.
-        let (a, b) = (local.check(ip).await, shared.check(ip).await);
-        assert!(!a.allowed && !b.allowed);
-        assert_eq!(a.reset_secs, b.reset_secs);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_answered_ahead_are_counted_in_redis_all_the_same() {
+        let url =
+            std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let namespace = format!("unit-{}", uuid::Uuid::new_v4().simple());
+        let redis = RedisLimits::new(&url, &namespace, Duration::from_secs(2)).expect("client");
+        let instance = || {
+            ResolveLimit::new(1, 40)
+                .expect("limit")
+                .shared(redis.clone())
+        };
+        let (a, b) = (instance(), instance());
+        let ip: IpAddr = "192.0.2.50".parse().expect("ip");
+        // 30 from A, one every 2 ms: A waits for Redis until its answers have shown for 20 ms
+        // that nobody else takes, then answers ahead of it while at least 20 stay.
+        for i in 0..30 {
+            assert!(a.check(ip).await.allowed, "request {i} within the burst");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            (5..=18).contains(&a.answered_ahead()),
+            "{} answered ahead",
+            a.answered_ahead()
+        );
+        // Once A's takes behind its answers have landed, B (which never saw this client) finds
+        // 10 left in Redis, not 39: every request A let through was counted there.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = b.check(ip).await;
+        assert!(first.allowed);
+        assert_eq!(first.remaining, 9);
+        let passed = 1 + futures::future::join_all((0..20).map(|_| b.check(ip)))
+            .await
+            .iter()
+            .filter(|d| d.allowed)
+            .count();
+        assert_eq!(passed, 10, "what was left of the burst, and no more");
     }
 }

@@ -32,33 +32,37 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// GCRA as governor computes it (so local and shared answers agree), in microseconds of Redis's
 /// clock, for each key in turn (a key may come twice: a batch from a busy client holds its key
-/// many times). For key `i`, `ARGV[2i-1]` is the emission interval `t` and `ARGV[2i]` the
-/// tolerance `tau = t * (burst - 1)`. A request passes unless `now < tat - tau`; passing moves
-/// the theoretical arrival time `tat` to `max(tat, now) + t`, kept until the bucket is full
-/// again. A key is read once and written once per call however often it comes, since each
-/// `redis.call` costs Redis more than the arithmetic. Returns three numbers per key:
-/// `1, remaining, µs until full` or `0, 0, µs until a retry passes`.
+/// many times). For key `i`, `ARGV[3i-2]` is the emission interval `t`, `ARGV[3i-1]` the
+/// tolerance `tau = t * (burst - 1)`, and `ARGV[3i]` `1` for a take counted anyway (its request
+/// has already passed; see [`Take::Anyway`]). A request passes unless `now < tat - tau`; passing
+/// (or being counted anyway) moves the theoretical arrival time `tat` to `max(tat, now) + t`,
+/// kept until the bucket is full again. A key is read once and written once per call however
+/// often it comes, since each `redis.call` costs Redis more than the arithmetic. Returns three
+/// numbers per key: `1, remaining, µs until full` or `0, 0, µs until a retry passes`.
 const GCRA_LUA: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local out, tats, moved = {}, {}, {}
 for i, key in ipairs(KEYS) do
-  local t = tonumber(ARGV[2 * i - 1])
-  local tau = tonumber(ARGV[2 * i])
+  local t = tonumber(ARGV[3 * i - 2])
+  local tau = tonumber(ARGV[3 * i - 1])
   local tat = tats[key]
   if tat == nil then tat = tonumber(redis.call('GET', key)) or now end
-  if now < tat - tau then
+  local passes = now >= tat - tau
+  if passes or ARGV[3 * i] == '1' then
+    local next = math.max(tat, now) + t
+    tat = next
+    moved[key] = true
+  end
+  if passes then
+    out[#out + 1] = 1
+    out[#out + 1] = math.floor(math.min(now + tau + t - tat, tau + t) / t)
+    out[#out + 1] = tat - now
+  else
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = tat - tau - now
-  else
-    local next = math.max(tat, now) + t
-    out[#out + 1] = 1
-    out[#out + 1] = math.floor(math.min(now + tau + t - next, tau + t) / t)
-    out[#out + 1] = next - now
-    tat = next
-    moved[key] = true
   end
   tats[key] = tat
 end
@@ -84,6 +88,17 @@ if ttl < 0 then
 end
 return {hits, ttl}
 ";
+
+/// How a GCRA take counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The request waits: it passes only if the bucket has room, and only then is counted.
+    IfAllowed,
+    /// The request has already passed (answered ahead of Redis, see [`super::ahead`]): counted
+    /// even if the bucket is empty now, so that what passed is what Redis counts. The answer
+    /// says whether it would have passed.
+    Anyway,
+}
 
 /// What [`RedisLimits::gcra`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,16 +128,20 @@ struct Inner {
     timeout: Duration,
     fallback: AtomicBool,
     /// The queue of the task that batches GCRA checks, started with the first check (inside the
-    /// runtime); the task ends when the last clone of these limits is dropped.
-    gcra_batches: OnceLock<mpsc::Sender<GcraCheck>>,
+    /// runtime); the task ends when the last clone of these limits is dropped. Unbounded, as
+    /// it may be: each check waits at most the timeout, after which this instance is in
+    /// fallback and queues nothing more.
+    gcra_batches: OnceLock<mpsc::UnboundedSender<GcraCheck>>,
     hit: Script,
 }
 
-/// One GCRA check waiting for its batch: the key, its `t` and `tau`, and where the answer goes.
+/// One GCRA check waiting for its batch: the key, its `t` and `tau`, how it counts, and where
+/// the answer goes.
 struct GcraCheck {
     key: String,
     t: u64,
     tau: u64,
+    take: Take,
     answer: oneshot::Sender<redis::RedisResult<[i64; 3]>>,
 }
 
@@ -163,40 +182,67 @@ impl RedisLimits {
         self.inner.fallback.load(Ordering::Relaxed)
     }
 
-    /// Takes one request from the GCRA bucket `key` (`interval` per request, `burst` at once);
-    /// `None` in fallback.
-    pub async fn gcra(&self, key: &str, interval: Duration, burst: u32) -> Option<GcraOutcome> {
+    /// Takes one request from the GCRA bucket `key` (`interval` per request, `burst` at once),
+    /// counted as `take` says; `None` in fallback.
+    pub async fn gcra(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        take: Take,
+    ) -> Option<GcraOutcome> {
+        self.queue_gcra(key, interval, burst, take)?.await
+    }
+
+    /// [`gcra`](Self::gcra) in two steps: the take is queued now, so takes queued one after
+    /// another reach Redis in that order, and the answer comes when the returned future is
+    /// awaited (it need not be, for a take counted anyway). `None` in fallback.
+    pub fn queue_gcra(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+        take: Take,
+    ) -> Option<impl std::future::Future<Output = Option<GcraOutcome>> + Send + 'static> {
+        if self.in_fallback() {
+            return None;
+        }
         let t = (interval.as_micros() as u64).max(1);
         let tau = t.saturating_mul(u64::from(burst.max(1) - 1));
         let batches = self.inner.gcra_batches.get_or_init(|| {
-            let (queue, checks) = mpsc::channel(4 * MAX_BATCH);
+            let (queue, checks) = mpsc::unbounded_channel();
             tokio::spawn(run_gcra_batches(self.inner.connection.clone(), checks));
             queue
         });
-        // Built inside the call, which `run` does not start in fallback.
-        let reply = self
-            .run(async {
-                let (answer, reply) = oneshot::channel();
-                let key = key.to_owned();
-                let check = GcraCheck {
-                    key,
-                    t,
-                    tau,
-                    answer,
-                };
-                batches.send(check).await.map_err(|_| stopped())?;
-                reply.await.map_err(|_| stopped())?
+        let (answer, reply) = oneshot::channel();
+        let check = GcraCheck {
+            key: key.to_owned(),
+            t,
+            tau,
+            take,
+            answer,
+        };
+        let queued = batches.send(check).is_ok();
+        let limits = self.clone();
+        Some(async move {
+            let reply = limits
+                .run(async {
+                    if !queued {
+                        return Err(stopped());
+                    }
+                    reply.await.map_err(|_| stopped())?
+                })
+                .await?;
+            let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
+            Some(match reply {
+                [1, remaining, full_in] => GcraOutcome::Allowed {
+                    remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+                    full_in: micros(full_in),
+                },
+                [_, _, retry_in] => GcraOutcome::Refused {
+                    retry_in: micros(retry_in),
+                },
             })
-            .await?;
-        let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
-        Some(match reply {
-            [1, remaining, full_in] => GcraOutcome::Allowed {
-                remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
-                full_in: micros(full_in),
-            },
-            [_, _, retry_in] => GcraOutcome::Refused {
-                retry_in: micros(retry_in),
-            },
         })
     }
 
@@ -283,7 +329,7 @@ impl RedisLimits {
 /// caller then switches the instance to fallback as for a call of its own.
 async fn run_gcra_batches(
     mut connection: ConnectionManager,
-    mut checks: mpsc::Receiver<GcraCheck>,
+    mut checks: mpsc::UnboundedReceiver<GcraCheck>,
 ) {
     let script = Script::new(GCRA_LUA);
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -300,7 +346,12 @@ async fn run_gcra_batches(
         }
         let mut invocation = script.prepare_invoke();
         for check in &batch {
-            invocation.key(&check.key).arg(check.t).arg(check.tau);
+            let anyway = u8::from(check.take == Take::Anyway);
+            invocation
+                .key(&check.key)
+                .arg(check.t)
+                .arg(check.tau)
+                .arg(anyway);
         }
         let reply: redis::RedisResult<Vec<i64>> = invocation.invoke_async(&mut connection).await;
         match reply {
@@ -359,14 +410,20 @@ mod tests {
         let interval = Duration::from_millis(200);
         let mut remaining = Vec::new();
         for _ in 0..3 {
-            match limits.gcra(&key, interval, 3).await.expect("redis answers") {
+            match limits
+                .gcra(&key, interval, 3, Take::IfAllowed)
+                .await
+                .expect("redis answers")
+            {
                 GcraOutcome::Allowed { remaining: r, .. } => remaining.push(r),
                 refused => panic!("refused within the burst: {refused:?}"),
             }
         }
         assert_eq!(remaining, vec![2, 1, 0]);
-        let GcraOutcome::Refused { retry_in } =
-            limits.gcra(&key, interval, 3).await.expect("redis")
+        let GcraOutcome::Refused { retry_in } = limits
+            .gcra(&key, interval, 3, Take::IfAllowed)
+            .await
+            .expect("redis")
         else {
             panic!("a fourth request passed a burst of three");
         };
@@ -376,16 +433,50 @@ mod tests {
         );
         tokio::time::sleep(retry_in + Duration::from_millis(20)).await;
         assert!(matches!(
-            limits.gcra(&key, interval, 3).await,
+            limits.gcra(&key, interval, 3, Take::IfAllowed).await,
             Some(GcraOutcome::Allowed { remaining: 0, .. })
         ));
         // Another subject has its own bucket.
         let other = limits.key("resolve", "192.0.2.2");
         assert!(matches!(
-            limits.gcra(&other, interval, 3).await,
+            limits.gcra(&other, interval, 3, Take::IfAllowed).await,
             Some(GcraOutcome::Allowed { remaining: 2, .. })
         ));
         assert!(!limits.in_fallback());
+    }
+
+    #[tokio::test]
+    async fn a_take_counted_anyway_overdraws_an_empty_bucket_and_the_wait_grows() {
+        let limits = limits();
+        let key = limits.key("resolve", "192.0.2.3");
+        let interval = Duration::from_secs(10);
+        let take = |how| limits.gcra(&key, interval, 2, how);
+        for how in [Take::IfAllowed, Take::Anyway] {
+            assert!(
+                matches!(take(how).await, Some(GcraOutcome::Allowed { .. })),
+                "room in the bucket: {how:?} passes"
+            );
+        }
+        let Some(GcraOutcome::Refused { retry_in: waiting }) = take(Take::IfAllowed).await else {
+            panic!("a third request passed a burst of two");
+        };
+        // A refused request that waits moves nothing...
+        let Some(GcraOutcome::Refused { retry_in: again }) = take(Take::IfAllowed).await else {
+            panic!("passed");
+        };
+        assert!(again <= waiting, "{again:?} {waiting:?}");
+        // ...one counted anyway (it already passed) costs the bucket one more interval.
+        let Some(GcraOutcome::Refused {
+            retry_in: overdrawn,
+        }) = take(Take::Anyway).await
+        else {
+            panic!("counted anyway, but as passing an empty bucket");
+        };
+        let grew = overdrawn.saturating_sub(waiting);
+        assert!(
+            grew > interval - Duration::from_secs(1) && grew <= interval,
+            "the wait grew by {grew:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +492,7 @@ mod tests {
             } else {
                 limits.key("resolve", &format!("192.0.2.{}", 100 + i))
             };
-            tokio::spawn(async move { (i, limits.gcra(&key, interval, 10).await) })
+            tokio::spawn(async move { (i, limits.gcra(&key, interval, 10, Take::IfAllowed).await) })
         });
         let mut hot_remaining = Vec::new();
         let (mut hot_refused, mut others) = (0, 0);
@@ -458,7 +549,12 @@ mod tests {
             Duration::from_millis(100),
         )
         .expect("client");
-        assert_eq!(limits.gcra("k", Duration::from_secs(1), 1).await, None);
+        assert_eq!(
+            limits
+                .gcra("k", Duration::from_secs(1), 1, Take::IfAllowed)
+                .await,
+            None
+        );
         assert!(limits.in_fallback());
         let started = std::time::Instant::now();
         assert_eq!(limits.hit("k", Duration::from_secs(1)).await, None);
