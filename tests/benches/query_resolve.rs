@@ -302,10 +302,16 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// Hot resolves through the Redis limiter (one GCRA script per request on the shared Redis)
-/// against the local governor limiter, interleaved; then both at the same paced rate, for the
-/// latency the round trip adds.
+/// Hot resolves through the Redis limiter (on the shared Redis) against the local governor
+/// limiter, interleaved: from one client (answered ahead of Redis once it is known to be far from
+/// its limit), then from a new client per request (each one waiting for Redis); then one client
+/// at the same paced rate, for the latency the limiter adds.
 async fn limiter_cost(rows: &mut Vec<Row>, database_url: &str, resolve_path: &str, base: Settings) {
+    // Trusting loopback as a proxy lets the crowd rows name a client per request.
+    let base = Settings {
+        trusted_proxies: "127.0.0.1/32".to_owned(),
+        ..base
+    };
     let mut local_settings = base.clone();
     local_settings.audit_spool_dir = base.audit_spool_dir.with_extension("local-limit");
     let mut redis_settings = base.clone();
@@ -327,6 +333,21 @@ async fn limiter_cost(rows: &mut Vec<Row>, database_url: &str, resolve_path: &st
         ),
     );
     let pace = l.rps().min(r.rps()) / 2.0;
+    // The same, but each request from a client never seen before: none is answered ahead of
+    // Redis (see query-api's rate_limit/ahead.rs), so this is what a crowd costs.
+    let (mut l, mut r) = (LoadResult::default(), LoadResult::default());
+    for _ in 0..ROUNDS {
+        l.add(load_from(local.addr, resolve_path, None, PHASE / ROUNDS, None, true).await);
+        r.add(load_from(redis.addr, resolve_path, None, PHASE / ROUNDS, None, true).await);
+    }
+    record(
+        rows,
+        Row(
+            "hot resolve, a new client per request".into(),
+            format!("{:.0} / {:.0} req/s", r.rps(), l.rps()),
+            format!("Redis ÷ local = {:.2}", r.rps() / l.rps()),
+        ),
+    );
     let paced_local = load(local.addr, resolve_path, None, PHASE, Some(pace)).await;
     let paced_redis = load(redis.addr, resolve_path, None, PHASE, Some(pace)).await;
     record(
@@ -435,6 +456,19 @@ async fn load(
     duration: Duration,
     rate: Option<f64>,
 ) -> LoadResult {
+    load_from(addr, path, count, duration, rate, count.is_some()).await
+}
+
+/// [`load`], from one client address, or (`distinct_clients`, through a trusted proxy) from a
+/// new address per request.
+async fn load_from(
+    addr: SocketAddr,
+    path: &str,
+    count: Option<u64>,
+    duration: Duration,
+    rate: Option<f64>,
+    distinct_clients: bool,
+) -> LoadResult {
     let issued = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(count.is_some()));
     let warm = if count.is_some() {
@@ -477,7 +511,7 @@ async fn load(
                     let mut request = hyper::Request::get(path.as_str())
                         .header("host", "bench")
                         .header("user-agent", "query-bench");
-                    if count.is_some() {
+                    if distinct_clients {
                         let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
                         request = request.header("x-forwarded-for", ip);
                     }

@@ -8,8 +8,8 @@
 //! stays exact and the rate over time is the configured one. Redis's answer then refreshes
 //! what this instance knows. In the lower half of its bucket, when nothing fresh is known, or
 //! while other instances take from the same bucket, a client waits for Redis as before: every
-//! refusal is Redis's own decision, and a client spread over several instances is counted
-//! exactly as without this module.
+//! refusal is Redis's own decision, and a client spread over several instances is, once that
+//! shows, counted exactly as without this module.
 //!
 //! **Whether others take too.** Each answer says what was left after one of this instance's
 //! takes; if it is less than the previous answer's less this instance's takes between the two,
@@ -19,12 +19,13 @@
 //!
 //! **How far off it can be.** A request answered ahead passes on an estimate: the remaining burst
 //! in Redis's latest answer (at most [`FRESH`] old, usually one round trip), less this
-//! instance's takes sent since. Only takes another instance makes after that answer, before
-//! this instance hears of them, can make the bucket overdrawn, by at most what this instance
-//! let through ahead meanwhile (its own takes in flight); the overdrawn bucket then refuses that
-//! much longer (`rate_limit_overdrawn_total` counts such takes). A burst of 5 or less is never
-//! answered ahead.
+//! instance's takes sent since. Only another instance starting to serve the client, before
+//! this one hears of it, can make the bucket overdrawn, and only by the takes let through ahead
+//! that Redis has not counted yet at that moment (those in flight, one round trip's worth); the
+//! overdrawn bucket then refuses that much longer (`rate_limit_overdrawn_total` counts such
+//! takes). A burst of 5 or less is never answered ahead.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,13 +43,61 @@ pub const FRESH: Duration = Duration::from_millis(100);
 /// it would have shown.
 pub const ALONE_FOR: Duration = Duration::from_millis(20);
 
+/// How long a client this instance stops hearing about is remembered: one to two of these.
+const KEEP: Duration = Duration::from_secs(1);
+
+/// The most clients one generation holds; a crowd larger than this in [`KEEP`] starts the next
+/// generation early.
+const GENERATION_CAPACITY: usize = 200_000;
+
 /// Clients whose buckets this instance has heard of, cheap to clone.
 #[derive(Clone)]
 pub struct AheadOfRedis {
-    known: moka::sync::Cache<IpAddr, Arc<Mutex<Known>>>,
+    clients: Arc<Mutex<Generations>>,
     /// Requests let through ahead of Redis so far (the metric counts the same; this is for
     /// tests and benches, which have no metrics recorder).
     passed: Arc<AtomicU64>,
+}
+
+/// The clients heard of in this generation and the one before; the older is dropped whole.
+/// A crowd of clients each seen once costs one map insert each, no per-entry clock or sweeper
+/// (a bounded cache's bookkeeping cost a crowd of new clients more than a tenth of its
+/// throughput here).
+struct Generations {
+    current: HashMap<IpAddr, Known>,
+    previous: HashMap<IpAddr, Known>,
+    started: Instant,
+}
+
+impl Generations {
+    /// `ip`'s entry, brought into the current generation; created if `create`.
+    fn get(&mut self, ip: IpAddr, create: bool) -> Option<&mut Known> {
+        if !self.current.contains_key(&ip) {
+            match self.previous.remove(&ip) {
+                Some(known) => {
+                    self.current.insert(ip, known);
+                }
+                None if create => {
+                    self.current.insert(ip, Known::default());
+                }
+                None => return None,
+            }
+        }
+        self.current.get_mut(&ip)
+    }
+
+    /// Starts a new generation if this one is old or full; returns the one dropped, to be freed
+    /// outside the lock.
+    fn rotate(&mut self, now: Instant) -> Option<HashMap<IpAddr, Known>> {
+        let old = now.saturating_duration_since(self.started) >= KEEP
+            || self.current.len() >= GENERATION_CAPACITY;
+        if !old {
+            return None;
+        }
+        self.started = now;
+        let current = std::mem::take(&mut self.current);
+        Some(std::mem::replace(&mut self.previous, current))
+    }
 }
 
 /// What this instance knows of one client's bucket in Redis.
@@ -72,10 +121,11 @@ pub struct TakeNumber(u64);
 impl Default for AheadOfRedis {
     fn default() -> Self {
         AheadOfRedis {
-            known: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(FRESH * 10)
-                .build(),
+            clients: Arc::new(Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+                started: Instant::now(),
+            })),
             passed: Arc::default(),
         }
     }
@@ -86,11 +136,9 @@ impl AheadOfRedis {
     /// least half the burst stays after it: the answer to give, and the number of the take to
     /// send to Redis behind it (counted anyway).
     pub fn pass(&self, ip: IpAddr, rate: Rate, now: Instant) -> Option<(Decision, TakeNumber)> {
-        let known = self.known.get(&ip)?;
-        let mut known = known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let fresh = match (known.alone_since, known.answered_at) {
+        let mut clients = self.lock();
+        let known = clients.get(ip, false)?;
+        let trusted = match (known.alone_since, known.answered_at) {
             (Some(since), Some(at)) => {
                 now.saturating_duration_since(at) < FRESH
                     && at.saturating_duration_since(since) >= ALONE_FOR
@@ -101,7 +149,7 @@ impl AheadOfRedis {
         let in_flight = known.sent - known.answered;
         let estimate = u64::from(known.remaining).saturating_sub(in_flight);
         let left_after = estimate.checked_sub(1)?;
-        if !fresh || left_after < u64::from(rate.burst.div_ceil(2)) {
+        if !trusted || left_after < u64::from(rate.burst.div_ceil(2)) {
             return None;
         }
         known.sent += 1;
@@ -125,23 +173,33 @@ impl AheadOfRedis {
     }
 
     /// Numbers a take about to be sent to Redis whose answer the request waits for.
-    pub fn send(&self, ip: IpAddr) -> TakeNumber {
-        let known = self.known.get_with(ip, Arc::default);
-        let mut known = known
+    pub fn send(&self, ip: IpAddr, now: Instant) -> TakeNumber {
+        let mut clients = self.lock();
+        let dropped = clients.rotate(now);
+        let number = match clients.get(ip, true) {
+            Some(known) => {
+                known.sent += 1;
+                known.sent
+            }
+            None => 0,
+        };
+        drop(clients);
+        drop(dropped);
+        TakeNumber(number)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.clients
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.sent += 1;
-        TakeNumber(known.sent)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Keeps Redis's answer to take `number`, unless a later take's answer is already kept.
     pub fn learn(&self, ip: IpAddr, number: TakeNumber, outcome: GcraOutcome, now: Instant) {
-        let Some(known) = self.known.get(&ip) else {
+        let mut clients = self.lock();
+        let Some(known) = clients.get(ip, false) else {
             return;
         };
-        let mut known = known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if number.0 <= known.answered {
             return;
         }
@@ -181,7 +239,7 @@ mod tests {
     fn after_two_answers(burst: u32, at: Instant) -> (AheadOfRedis, Rate) {
         let ahead = AheadOfRedis::default();
         for (left, when) in [(burst - 1, at - ALONE_FOR), (burst - 2, at)] {
-            let take = ahead.send(IP);
+            let take = ahead.send(IP, when);
             ahead.learn(IP, take, allowed(left), when);
         }
         (ahead, Rate::new(60, burst).expect("rate"))
@@ -239,7 +297,7 @@ mod tests {
         ahead.learn(IP, third, allowed(90), now);
         assert!(ahead.pass(IP, rate, now).is_none(), "others take too");
         // Answers showing no one else taking, but not yet for long enough...
-        let fourth = ahead.send(IP);
+        let fourth = ahead.send(IP, now);
         let later = now + ALONE_FOR / 2;
         ahead.learn(IP, fourth, allowed(89), later);
         assert!(
@@ -247,10 +305,29 @@ mod tests {
             "alone for too short a time"
         );
         // ...then for long enough: answered ahead again.
-        let fifth = ahead.send(IP);
+        let fifth = ahead.send(IP, now);
         let later = now + ALONE_FOR;
         ahead.learn(IP, fifth, allowed(88), later);
         assert!(ahead.pass(IP, rate, later).is_some());
+    }
+
+    #[test]
+    fn a_client_not_heard_of_for_two_generations_is_forgotten() {
+        let now = Instant::now();
+        let (ahead, rate) = after_two_answers(20, now);
+        // Another client's take a generation later keeps ours, in the previous generation.
+        let other: IpAddr = "192.0.2.2".parse().expect("ip");
+        let held = |ahead: &AheadOfRedis| {
+            let clients = ahead.lock();
+            clients.current.contains_key(&IP) || clients.previous.contains_key(&IP)
+        };
+        // (The generations started just after `now`.)
+        let margin = Duration::from_millis(10);
+        ahead.send(other, now + KEEP + margin);
+        assert!(held(&ahead), "kept one generation");
+        ahead.send(other, now + (KEEP + margin) * 2);
+        assert!(!held(&ahead), "dropped with its generation");
+        assert!(ahead.pass(IP, rate, now + (KEEP + margin) * 2).is_none());
     }
 
     #[test]
@@ -259,7 +336,7 @@ mod tests {
         let now = Instant::now();
         let ahead = AheadOfRedis::default();
         for left in [99, 98] {
-            let take = ahead.send(IP);
+            let take = ahead.send(IP, now);
             ahead.learn(IP, take, allowed(left), now);
         }
         let rate = Rate::new(60, 100).expect("rate");
@@ -274,7 +351,7 @@ mod tests {
         assert!(ahead.pass(IP, rate, then).is_some(), "fresh");
 
         let (ahead, rate) = after_two_answers(20, then);
-        let next = ahead.send(IP);
+        let next = ahead.send(IP, then);
         ahead.learn(
             IP,
             next,
@@ -296,7 +373,7 @@ mod tests {
         );
 
         let ahead = AheadOfRedis::default();
-        let first = ahead.send(IP);
+        let first = ahead.send(IP, then);
         ahead.learn(IP, first, allowed(19), then);
         let rate = Rate::new(60, 20).expect("rate");
         assert!(

@@ -159,7 +159,7 @@ impl ResolveLimit {
             }
             return Some(decision);
         }
-        let number = self.ahead.send(ip);
+        let number = self.ahead.send(ip, now);
         let outcome = redis.gcra(&key, interval, burst, Take::IfAllowed).await?;
         self.ahead.learn(ip, number, outcome, Instant::now());
         Some(match outcome {
