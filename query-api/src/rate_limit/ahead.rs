@@ -176,13 +176,10 @@ impl AheadOfRedis {
     pub fn send(&self, ip: IpAddr, now: Instant) -> TakeNumber {
         let mut clients = self.lock();
         let dropped = clients.rotate(now);
-        let number = match clients.get(ip, true) {
-            Some(known) => {
-                known.sent += 1;
-                known.sent
-            }
-            None => 0,
-        };
+        let number = clients.get(ip, true).map_or(0, |known| {
+            known.sent += 1;
+            known.sent
+        });
         drop(clients);
         drop(dropped);
         TakeNumber(number)

@@ -5,8 +5,8 @@
 //! ([`shared`]), so N instances let one client through the configured rate, not N times it.
 //! Without it, and while Redis does not answer, each instance counts alone ([`local`], and the
 //! local half of [`window`]). A limiter never fails a request: a slow or lost Redis only means
-//! local counting for a while. A client far from its limit does not wait for Redis at all
-//! ([`ahead`]): its take is counted behind its answer.
+//! local counting for a while. A client far from its limit, served by this instance alone, does
+//! not wait for Redis at all ([`ahead`]): its take is counted behind its answer.
 
 pub mod ahead;
 pub mod local;
