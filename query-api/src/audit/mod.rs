@@ -2,9 +2,11 @@
 //!
 //! Requests only hand an [`AuditEvent`] to [`Auditor::record`], which never waits: a bounded
 //! channel carries it to the [`publisher`], which publishes in batches and awaits the acks
-//! together. When NATS is unreachable, events go to an on-disk [`spool`] and are delivered, in
-//! order and each once, when it returns. Messages name the token's share, never the token.
+//! together ([`batch`]: one reply subscription, not a future per message). When NATS is
+//! unreachable, events go to an on-disk [`spool`] and are delivered, in order and each once,
+//! when it returns. Messages name the token's share, never the token.
 
+pub mod batch;
 pub mod publisher;
 pub mod spool;
 pub mod tail;

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, stream};
-use async_nats::Client;
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -27,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::batch::BatchPublisher;
 use super::spool::Spool;
 use super::{AuditEvent, STREAM, STREAM_SUBJECTS, SUBJECT};
 
@@ -46,6 +46,7 @@ pub struct Publisher {
     /// The read models, to name the shares of rate-limited attempts.
     pool: PgPool,
     js: jetstream::Context,
+    batches: BatchPublisher,
     spool: Spool,
     /// The stream's duplicate window, once we have seen the stream.
     window: Option<Duration>,
@@ -76,6 +77,7 @@ impl Publisher {
         js.set_timeout(ACK_TIMEOUT);
         let in_doubt = read_in_doubt(&spool);
         Publisher {
+            batches: BatchPublisher::new(client.clone(), ACK_TIMEOUT),
             client,
             pool,
             js,
@@ -248,41 +250,18 @@ impl Publisher {
 
     /// Publishes `events` in order; returns how many, from the start, were acknowledged.
     async fn publish(&mut self, events: &[AuditEvent]) -> usize {
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            let payload = match serde_json::to_vec(event) {
-                Ok(p) => Bytes::from(p),
-                Err(_) => break,
-            };
-            let message = PublishMessage::build()
-                .payload(payload)
-                .message_id(event.event_id.to_string());
-            match self.js.send_publish(SUBJECT, message).await {
-                Ok(ack) => acks.push(ack),
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit publish failed");
-                    break;
-                }
-            }
-        }
-        let results =
-            futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-                .await;
-        let mut acked = 0;
-        for result in results {
-            match result {
-                Ok(ack) => {
-                    self.floor_seq = self.floor_seq.max(ack.sequence);
-                    acked += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit publish not acknowledged");
-                    break;
-                }
-            }
-        }
+        // An event that cannot be serialised (none can) ends the batch like a failed publish.
+        let messages = events.iter().map_while(message);
+        let published = self
+            .batches
+            .publish(Subject::from_static(SUBJECT), messages)
+            .await;
+        self.floor_seq = self.floor_seq.max(published.last_sequence);
+        let acked = published.acked;
         metrics::counter!("audit_published_total").increment(acked as u64);
         if acked < events.len() {
+            let reason = published.failure.as_deref().unwrap_or("not serialisable");
+            tracing::warn!(error = reason, "audit publish not acknowledged");
             metrics::counter!("audit_publish_failures_total").increment(1);
             // Look the stream up again before the next attempt (it may have been recreated).
             self.window = None;
@@ -428,6 +407,13 @@ impl Publisher {
         self.in_doubt = None;
         let _ = std::fs::remove_file(self.spool.dir().join("in-doubt"));
     }
+}
+
+/// An event as a JetStream message: its `Nats-Msg-Id` (the event id, so a resent event is
+/// dropped as a duplicate) and its JSON.
+fn message(event: &AuditEvent) -> Option<(String, Bytes)> {
+    let payload = serde_json::to_vec(event).ok()?;
+    Some((event.event_id.to_string(), Bytes::from(payload)))
 }
 
 fn read_in_doubt(spool: &Spool) -> Option<InDoubt> {
