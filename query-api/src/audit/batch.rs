@@ -100,29 +100,35 @@ impl BatchPublisher {
         let mut answers: Vec<Option<Result<u64, String>>> = vec![None; sent];
         let mut waiting = sent;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        if let Some(acks) = self.acks.as_mut() {
-            while waiting > 0 {
-                let message = match tokio::time::timeout_at(deadline, acks.next()).await {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(_) => break,
-                };
-                let number = message
-                    .subject
-                    .rsplit('.')
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok());
-                let Some(slot) = number
-                    .and_then(|n| n.checked_sub(first))
-                    .and_then(|i| answers.get_mut(i as usize))
-                else {
-                    continue;
-                };
-                if slot.is_none() {
-                    waiting -= 1;
+        while waiting > 0 {
+            let Some(acks) = self.acks.as_mut() else {
+                break;
+            };
+            let message = match tokio::time::timeout_at(deadline, acks.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => {
+                    // The subscription ended (the client closed it): the next batch subscribes
+                    // again instead of waiting on a dead one.
+                    self.acks = None;
+                    break;
                 }
-                *slot = Some(read_ack(message.status, &message.payload));
+                Err(_) => break,
+            };
+            let number = message
+                .subject
+                .rsplit('.')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok());
+            let Some(slot) = number
+                .and_then(|n| n.checked_sub(first))
+                .and_then(|i| answers.get_mut(i as usize))
+            else {
+                continue;
+            };
+            if slot.is_none() {
+                waiting -= 1;
             }
+            *slot = Some(read_ack(message.status, &message.payload));
         }
         let mut published = Published::default();
         for answer in answers {
