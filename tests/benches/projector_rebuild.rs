@@ -1,5 +1,5 @@
 //! The projector's benchmark: the rebuild rate over a synthetic log (1M events by default,
-//! `MS_BENCH_EVENTS` to change), beside PostgreSQL's own `COPY` ingest of the same rows measured
+//! `MS_BENCH_EVENTS` to change; `PROJECTOR_REBUILD_BATCH_SIZE` is passed on), beside PostgreSQL's own `COPY` ingest of the same rows measured
 //! in the same run, and the change-notice latency from commit to receipt.
 //!
 //! `cargo bench -p tests --bench projector_rebuild` (needs PostgreSQL and NATS, like the tests;
@@ -35,7 +35,11 @@ async fn main() {
     let db = TestDb::new().await;
     let pool = db.pool().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    let mut env = ServiceEnv::new(&db, &tests::nats::shared_url(), dir.path());
+    // The rebuild's batch size, when the caller tries another than the default.
+    if let Ok(size) = std::env::var("PROJECTOR_REBUILD_BATCH_SIZE") {
+        env.set("PROJECTOR_REBUILD_BATCH_SIZE", size);
+    }
 
     eprintln!("writing {events} synthetic events ...");
     let mut stream = log::synthetic_stream(1);
